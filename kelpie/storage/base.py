@@ -1,0 +1,198 @@
+"""Shared machinery for backends: validation, write buffering, lifecycle.
+
+A backend subclasses ``StorageBase`` and ``BufferedTransaction`` and supplies
+only what differs between stores: how to read a key, how to list keys, and how
+to commit a batch of writes with its conflict check. Everything the contract
+requires of every backend (limits checked before anything is written,
+read-your-writes, last write wins, use after close) lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+from typing import Self
+
+from kelpie.actor.id import ActorId
+from kelpie.errors import StorageClosedError, TransactionClosedError
+from kelpie.storage.limits import check_actor, check_key, check_prefix, check_value
+
+__all__ = ["BufferedTransaction", "StorageBase", "Writes"]
+
+Writes = dict[bytes, bytes | None]
+"""Buffered writes of a transaction: key -> new value, or ``None`` to delete."""
+
+
+class BufferedTransaction(abc.ABC):
+    """A transaction that buffers writes in memory until ``commit``.
+
+    Subclasses implement ``_read``, ``_read_keys``, ``_commit`` and ``_release``.
+    ``_read``/``_read_keys`` mark the start of the conflict window the first
+    time they run; ``_commit`` applies ``writes`` atomically or raises.
+    """
+
+    def __init__(self, storage: StorageBase, actor: ActorId) -> None:
+        self._storage = storage
+        self.actor = actor
+        self._writes: Writes = {}
+        self._open = True
+
+    # -- what a backend supplies -------------------------------------------
+
+    @abc.abstractmethod
+    async def _read(self, key: bytes) -> bytes | None:
+        """Read one stored key of ``self.actor`` (ignoring buffered writes)."""
+
+    @abc.abstractmethod
+    async def _read_keys(self, prefix: bytes) -> list[bytes]:
+        """Stored keys of ``self.actor`` starting with ``prefix``, in any order."""
+
+    @abc.abstractmethod
+    async def _commit(self, writes: Writes) -> None:
+        """Apply ``writes`` (never empty) atomically, or raise and apply nothing."""
+
+    async def _release(self) -> None:
+        """Free whatever the transaction holds; called once, after commit or abort."""
+        return None
+
+    # -- the Transaction protocol ------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise TransactionClosedError(
+                f"transaction on {self.actor} was already committed or aborted"
+            )
+        self._storage._check_open()
+
+    async def get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        check_key(key)
+        if key in self._writes:
+            return self._writes[key]
+        return await self._read(key)
+
+    async def set(self, key: bytes, value: bytes) -> None:
+        self._check_open()
+        check_key(key)
+        check_value(value)
+        self._writes[key] = value
+
+    async def delete(self, key: bytes) -> None:
+        self._check_open()
+        check_key(key)
+        self._writes[key] = None
+
+    async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
+        self._check_open()
+        check_prefix(prefix)
+        keys = set(await self._read_keys(prefix))
+        for key, value in self._writes.items():
+            if key.startswith(prefix):
+                if value is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
+        return sorted(keys)
+
+    async def commit(self) -> None:
+        self._check_open()
+        self._open = False
+        try:
+            if self._writes:
+                await self._commit(self._writes)
+        finally:
+            self._writes = {}
+            await self._release()
+
+    async def abort(self) -> None:
+        self._check_open()
+        self._open = False
+        self._writes = {}
+        await self._release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._open:
+            return
+        if exc_type is None:
+            await self.commit()
+        else:
+            self._open = False
+            self._writes = {}
+            await self._release()
+
+
+class StorageBase(abc.ABC):
+    """Lifecycle and validation shared by the built-in backends."""
+
+    _closed: bool = False
+
+    @abc.abstractmethod
+    async def _get(self, actor: ActorId, key: bytes) -> bytes | None:
+        """Read one key outside any transaction."""
+
+    @abc.abstractmethod
+    async def _list_keys(self, actor: ActorId, prefix: bytes) -> list[bytes]:
+        """Sorted stored keys of ``actor`` starting with ``prefix``."""
+
+    @abc.abstractmethod
+    def _transaction(self, actor: ActorId) -> BufferedTransaction:
+        """A new transaction on ``actor``."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Release connections, files and threads; called once."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError(f"{self!r} is closed")
+
+    async def get(self, actor: ActorId, key: bytes) -> bytes | None:
+        self._check_open()
+        check_actor(actor)
+        check_key(key)
+        return await self._get(actor, key)
+
+    async def set(self, actor: ActorId, key: bytes, value: bytes) -> None:
+        async with self.transaction(actor) as txn:
+            await txn.set(key, value)
+
+    async def delete(self, actor: ActorId, key: bytes) -> None:
+        async with self.transaction(actor) as txn:
+            await txn.delete(key)
+
+    async def list_keys(self, actor: ActorId, prefix: bytes = b"") -> list[bytes]:
+        self._check_open()
+        check_actor(actor)
+        check_prefix(prefix)
+        return await self._list_keys(actor, prefix)
+
+    def transaction(self, actor: ActorId) -> BufferedTransaction:
+        self._check_open()
+        check_actor(actor)
+        return self._transaction(actor)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._close()
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
