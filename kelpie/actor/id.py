@@ -13,9 +13,7 @@ MAX_ID_PART_BYTES = 128
 
 def _checked_part(name: str, value: object) -> bytes:
     if not isinstance(value, str):
-        raise InvalidActorIdError(
-            f"ActorId {name} must be a str, got {type(value).__name__}"
-        )
+        raise InvalidActorIdError(f"ActorId {name} must be a str, got {type(value).__name__}")
     try:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError as exc:

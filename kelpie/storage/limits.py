@@ -49,7 +49,5 @@ def check_value(value: object) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError(f"values must be bytes, got {type(value).__name__}")
     if len(value) > MAX_VALUE_BYTES:
-        raise ValueTooLargeError(
-            f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}"
-        )
+        raise ValueTooLargeError(f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}")
     return value

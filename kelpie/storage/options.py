@@ -13,9 +13,22 @@ Converter = Callable[[object], Any]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1024, "m": 1024**2, "mib": 1024**2,
-               "mb": 1024**2, "g": 1024**3, "gib": 1024**3, "gb": 1024**3, "t": 1024**4,
-               "tib": 1024**4, "tb": 1024**4}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1024**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+    "tb": 1024**4,
+}
 
 
 def as_bool(value: object) -> bool:
@@ -51,7 +64,7 @@ def as_size(value: object) -> int:
     if isinstance(value, str):
         text = value.strip().lower()
         digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(digits):]
+        unit = text[len(digits) :]
         if unit not in _SIZE_UNITS or not digits:
             raise ValueError(f"expected a size such as 1048576 or 64MiB, got {value!r}")
         return int(digits) * _SIZE_UNITS[unit]
