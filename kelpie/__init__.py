@@ -1,6 +1,6 @@
 """kelpie: virtual actors whose every invocation commits state and KV writes atomically."""
 
-from kelpie.actor import ActorId
+from kelpie.actor import Actor, ActorContext, ActorId, JsonCodec, StateCodec
 from kelpie.errors import (
     ActorActiveElsewhereError,
     CommitOutcomeUnknownError,
@@ -23,12 +23,15 @@ from kelpie.errors import (
     UnknownOperationError,
     ValueTooLargeError,
 )
+from kelpie.runtime import Runtime
 from kelpie.storage import Storage, StorageURL, Transaction, open_storage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
     "ActorActiveElsewhereError",
+    "ActorContext",
     "ActorId",
     "CommitOutcomeUnknownError",
     "ConfigError",
@@ -36,10 +39,13 @@ __all__ = [
     "InvalidActorIdError",
     "InvalidKeyError",
     "InvocationTimeoutError",
+    "JsonCodec",
     "KelpieError",
     "MailboxFullError",
+    "Runtime",
     "RuntimeClosedError",
     "SerializationError",
+    "StateCodec",
     "Storage",
     "StorageClosedError",
     "StorageError",

@@ -1,0 +1,116 @@
+"""State codecs and the stored state record.
+
+A state record is a small binary envelope around the codec's bytes::
+
+    b"KLP" | format (1 byte) | seq (8 bytes) | idempotency count (8 bytes)
+          | codec name length (1 byte) | codec name | codec payload
+
+``seq`` counts the actor's commits and fences them (a runtime commits only if
+the stored ``seq`` is the one it loaded); the format byte lets the envelope
+evolve; the codec name lets a runtime refuse bytes written by another codec.
+JSON is the default codec; pickle is never used (stored bytes must never
+execute code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kelpie.errors import CorruptStateError, SerializationError
+
+__all__ = ["JsonCodec", "StateCodec", "StateRecord", "decode_json", "encode_json"]
+
+_MAGIC = b"KLP"
+_FORMAT = 1
+_HEADER = struct.Struct(">3sBQQB")
+
+
+class StateCodec(Protocol):
+    """Turns an actor's state into bytes and back."""
+
+    name: str
+
+    def encode(self, state: Any) -> bytes: ...
+
+    def decode(self, data: bytes, state_type: type[Any]) -> Any: ...
+
+
+def encode_json(value: Any, what: str) -> bytes:
+    """Compact, deterministic JSON; anything JSON cannot hold raises SerializationError."""
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
+        ).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"{what} cannot be encoded as JSON: {exc}") from exc
+
+
+def decode_json(data: bytes) -> Any:
+    return json.loads(data)
+
+
+class JsonCodec:
+    """The default codec: a dataclass's fields (or a dict) as a JSON object."""
+
+    name = "json"
+
+    def encode(self, state: Any) -> bytes:
+        if dataclasses.is_dataclass(state) and not isinstance(state, type):
+            value: Any = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+        elif isinstance(state, dict):
+            value = state
+        else:
+            raise SerializationError(
+                f"state must be a dataclass instance or a dict, got {type(state).__name__}"
+            )
+        return encode_json(value, "state")
+
+    def decode(self, data: bytes, state_type: type[Any]) -> Any:
+        value = json.loads(data)
+        if not isinstance(value, dict):
+            raise ValueError("stored state is not a JSON object")
+        if state_type is dict:
+            return value
+        return state_type(**value)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The decoded envelope: commit sequence, idempotency count, codec payload."""
+
+    seq: int
+    idempotency_count: int
+    codec: str
+    payload: bytes
+
+    def encode(self) -> bytes:
+        name = self.codec.encode("ascii")
+        header = _HEADER.pack(_MAGIC, _FORMAT, self.seq, self.idempotency_count, len(name))
+        return header + name + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes, what: str) -> StateRecord:
+        """Parse an envelope; anything malformed raises CorruptStateError naming ``what``."""
+        try:
+            magic, fmt, seq, count, name_len = _HEADER.unpack_from(data)
+        except struct.error as exc:
+            raise CorruptStateError(f"stored state of {what} is truncated") from exc
+        if magic != _MAGIC:
+            raise CorruptStateError(f"stored state of {what} is not a kelpie state record")
+        if fmt != _FORMAT:
+            raise CorruptStateError(
+                f"stored state of {what} has format {fmt}; this kelpie reads format {_FORMAT}"
+            )
+        start = _HEADER.size
+        name = data[start : start + name_len]
+        if len(name) != name_len:
+            raise CorruptStateError(f"stored state of {what} is truncated")
+        try:
+            codec = name.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise CorruptStateError(f"stored state of {what} names no valid codec") from exc
+        return cls(seq, count, codec, data[start + name_len :])

@@ -1,0 +1,201 @@
+"""One actor's life in memory: load, run invocations one at a time, deactivate.
+
+Every piece of work on an actor — ``on_activate``, a handler, ``on_deactivate``
+— runs through ``Activation.execute``: one storage transaction that first
+re-reads the state record to check nobody else committed since this
+activation loaded it (the fence), then lets the body read and buffer writes,
+then writes the state, the buffered KV and the idempotency record, and commits.
+On any failure the in-memory state is rebuilt from the last committed bytes,
+so memory and storage agree; on a storage failure the activation is dropped
+and reloads before its next invocation (ADR 0005).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kelpie.actor.actor import Actor, overrides_hook
+from kelpie.actor.codec import StateCodec, StateRecord, decode_json, encode_json
+from kelpie.actor.context import ActorContext
+from kelpie.actor.id import ActorId
+from kelpie.actor.keys import STATE_KEY, idempotency_key, idempotency_slot_key
+from kelpie.errors import (
+    CorruptStateError,
+    InvocationTimeoutError,
+    KelpieError,
+    StorageError,
+    TransactionConflictError,
+)
+from kelpie.storage.protocol import Storage
+
+__all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
+
+log = logging.getLogger("kelpie.runtime")
+
+IDEMPOTENCY_WINDOW = 1000
+"""How many of an actor's most recent idempotency keys are remembered."""
+
+Body = Callable[[ActorContext[Any]], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _Loaded:
+    state: Any
+    state_bytes: bytes
+    seq: int
+    idempotency_count: int
+
+
+class Activation:
+    """An actor instance, its state as last committed, and its commit fence."""
+
+    def __init__(
+        self,
+        actor_id: ActorId,
+        actor_cls: type[Actor[Any]],
+        storage: Storage,
+        codec: StateCodec,
+        timeout: float,
+    ) -> None:
+        self.actor_id = actor_id
+        self.actor_cls = actor_cls
+        self.actor = actor_cls()
+        self._storage = storage
+        self._codec = codec
+        self._timeout = timeout
+        self._loaded: _Loaded | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def drop(self) -> None:
+        """Forget the in-memory state; the next invocation reloads it from storage."""
+        self._loaded = None
+
+    # -- loading --------------------------------------------------------------
+
+    def _decode_state(self, payload: bytes) -> Any:
+        try:
+            return self._codec.decode(payload, self.actor_cls.state_type)
+        except Exception as exc:
+            raise CorruptStateError(
+                f"stored state of actor {self.actor_id} cannot be decoded as "
+                f"{self.actor_cls.state_type.__name__}: {exc}"
+            ) from exc
+
+    def _parse_record(self, raw: bytes) -> StateRecord:
+        record = StateRecord.decode(raw, f"actor {self.actor_id}")
+        if record.codec != self._codec.name:
+            raise CorruptStateError(
+                f"stored state of actor {self.actor_id} was written by codec "
+                f"{record.codec!r}; this runtime uses {self._codec.name!r}"
+            )
+        return record
+
+    async def load(self) -> None:
+        """Read the state record; a read error or undecodable state fails the load."""
+        raw = await self._storage.get(self.actor_id, STATE_KEY)
+        if raw is None:
+            state = self.actor_cls.state_type()
+            self._loaded = _Loaded(state, self._codec.encode(state), 0, 0)
+        else:
+            record = self._parse_record(raw)
+            state = self._decode_state(record.payload)
+            self._loaded = _Loaded(state, record.payload, record.seq, record.idempotency_count)
+        if overrides_hook(self.actor_cls, "on_activate"):
+            try:
+                await self.execute(self.actor.on_activate)
+            except BaseException:
+                self._loaded = None
+                raise
+
+    # -- the commit path --------------------------------------------------------
+
+    async def execute(self, body: Body, idempotency: str | None = None) -> Any:
+        """Run ``body`` in one transaction with the state; see the module docstring."""
+        loaded = self._loaded
+        assert loaded is not None, "execute() on an activation that is not loaded"
+        txn = self._storage.transaction(self.actor_id)
+        ctx: ActorContext[Any] = ActorContext(self.actor_id, loaded.state, txn)
+        try:
+            async with txn:
+                raw = await txn.get(STATE_KEY)
+                stored_seq = 0 if raw is None else self._parse_record(raw).seq
+                if stored_seq != loaded.seq:
+                    raise TransactionConflictError(
+                        f"actor {self.actor_id} was committed elsewhere since it was loaded "
+                        f"(stored seq {stored_seq}, loaded {loaded.seq}); it will reload"
+                    )
+                record_key = None
+                if idempotency is not None:
+                    record_key = idempotency_key(idempotency)
+                    previous = await txn.get(record_key)
+                    if previous is not None:
+                        await txn.abort()
+                        return decode_json(previous)
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        result = await body(ctx)
+                except TimeoutError as exc:
+                    raise InvocationTimeoutError(
+                        f"invocation of actor {self.actor_id} ran past {self._timeout} s"
+                    ) from exc
+                result_bytes = encode_json(result, "result")
+                state_bytes = self._codec.encode(ctx.state)
+                if not ctx.wrote and record_key is None and state_bytes == loaded.state_bytes:
+                    await txn.abort()
+                    return result
+                count = loaded.idempotency_count
+                if record_key is not None:
+                    slot = idempotency_slot_key(count % IDEMPOTENCY_WINDOW)
+                    evicted = await txn.get(slot)
+                    if evicted is not None:
+                        await txn.delete(evicted)
+                    await txn.set(slot, record_key)
+                    await txn.set(record_key, result_bytes)
+                    count += 1
+                record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes)
+                await txn.set(STATE_KEY, record.encode())
+                await txn.commit()
+        except BaseException as exc:
+            if isinstance(exc, StorageError):
+                self._loaded = None
+            else:
+                self._restore(loaded)
+            raise
+        self._loaded = _Loaded(ctx.state, state_bytes, loaded.seq + 1, count)
+        return result
+
+    def _restore(self, loaded: _Loaded) -> None:
+        """Put back the state as last committed (the handler may have changed it)."""
+        try:
+            loaded.state = self._codec.decode(loaded.state_bytes, self.actor_cls.state_type)
+        except Exception:  # pragma: no cover - these bytes decoded or encoded before
+            log.exception("cannot restore the state of %s; it will reload", self.actor_id)
+            self._loaded = None
+
+    async def invoke(self, operation: str, payload: Any, idempotency: str | None) -> Any:
+        handler = getattr(self.actor, operation)
+
+        async def body(ctx: ActorContext[Any]) -> Any:
+            return await handler(ctx, payload)
+
+        return await self.execute(body, idempotency)
+
+    async def deactivate(self) -> None:
+        """Run ``on_deactivate`` (its writes commit like any invocation) and forget."""
+        if self._loaded is None:
+            return
+        try:
+            if overrides_hook(self.actor_cls, "on_deactivate"):
+                await self.execute(self.actor.on_deactivate)
+        except KelpieError:
+            log.warning("on_deactivate of %s failed to commit", self.actor_id, exc_info=True)
+            raise
+        finally:
+            self._loaded = None

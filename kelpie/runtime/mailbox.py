@@ -1,0 +1,146 @@
+"""One mailbox per actor: invocations run one at a time, in arrival order.
+
+A mailbox is a bounded queue drained by one worker task. The worker owns the
+actor's ``Activation``: it loads it on first use, runs each invocation to the
+end (a caller that gives up does not cancel a commit half-way), and when the
+actor has been idle for ``idle_timeout`` seconds of loop time, or is told to
+stop, it deactivates the actor and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kelpie.errors import MailboxFullError
+from kelpie.runtime.activation import Activation
+
+__all__ = ["Mailbox"]
+
+log = logging.getLogger("kelpie.runtime")
+
+
+@dataclass(slots=True)
+class _Call:
+    operation: str
+    payload: Any
+    idempotency: str | None
+    reply: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Stop:
+    reply: asyncio.Future[None]
+
+
+class Mailbox:
+    """The queue and worker task of one actor."""
+
+    def __init__(
+        self,
+        activation: Activation,
+        *,
+        capacity: int,
+        idle_timeout: float | None,
+        after: asyncio.Task[None] | None,
+        on_exit: Callable[[Mailbox], None],
+    ) -> None:
+        self.activation = activation
+        self._queue: asyncio.Queue[_Call | _Stop] = asyncio.Queue(capacity)
+        self._idle_timeout = idle_timeout
+        self._after = after
+        self._on_exit = on_exit
+        self.stopping = False
+        self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            self._run(), name=f"kelpie-actor-{activation.actor_id}"
+        )
+
+    def submit(self, operation: str, payload: Any, idempotency: str | None) -> asyncio.Future[Any]:
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Call(operation, payload, idempotency, reply))
+        except asyncio.QueueFull:
+            raise MailboxFullError(
+                f"the mailbox of actor {self.activation.actor_id} is full "
+                f"({self._queue.maxsize} invocations waiting)"
+            ) from None
+        return reply
+
+    def stop(self) -> asyncio.Future[None]:
+        """Deactivate after the invocations already queued; the future ends with it."""
+        self.stopping = True
+        reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A stop must not be refused because the queue is full: it waits its turn.
+        asyncio.get_running_loop().create_task(self._queue.put(_Stop(reply)))
+        return reply
+
+    async def _next(self) -> _Call | _Stop | None:
+        if self._idle_timeout is None:
+            return await self._queue.get()
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+    async def _run(self) -> None:
+        activation = self.activation
+        stop: _Stop | None = None
+        try:
+            if self._after is not None:
+                # The previous activation of this actor is still deactivating.
+                await asyncio.shield(self._after)
+            while True:
+                item = await self._next()
+                if item is None:
+                    if self._queue.empty():
+                        self.stopping = True
+                        break
+                    continue
+                if isinstance(item, _Stop):
+                    stop = item
+                    break
+                if item.reply.done():
+                    continue
+                try:
+                    if not activation.loaded:
+                        await activation.load()
+                    result = await activation.invoke(
+                        item.operation, item.payload, item.idempotency
+                    )
+                except BaseException as exc:
+                    if not item.reply.done():
+                        item.reply.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    if not item.reply.done():
+                        item.reply.set_result(result)
+        finally:
+            self.stopping = True
+            self._on_exit(self)
+        try:
+            await activation.deactivate()
+        except Exception as exc:
+            if stop is not None and not stop.reply.done():
+                stop.reply.set_exception(exc)
+            else:
+                log.warning("deactivation of %s failed", activation.actor_id, exc_info=True)
+        else:
+            if stop is not None and not stop.reply.done():
+                stop.reply.set_result(None)
+        finally:
+            self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        # Nothing can be queued after stopping is set, but a put may race an idle exit.
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Stop):
+                if not item.reply.done():
+                    item.reply.set_result(None)
+            elif not item.reply.done():
+                item.reply.set_exception(RuntimeError("actor mailbox closed"))

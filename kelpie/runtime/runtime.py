@@ -1,0 +1,168 @@
+"""``Runtime``: registers actor types and routes invocations to their mailboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from types import TracebackType
+from typing import Any, Self
+
+from kelpie.actor.actor import Actor, handlers_of
+from kelpie.actor.codec import JsonCodec, StateCodec, encode_json
+from kelpie.actor.id import ActorId
+from kelpie.errors import (
+    ConfigError,
+    RuntimeClosedError,
+    UnknownActorTypeError,
+    UnknownOperationError,
+)
+from kelpie.runtime.activation import Activation
+from kelpie.runtime.mailbox import Mailbox
+from kelpie.storage.protocol import Storage
+
+__all__ = ["Runtime"]
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+class Runtime:
+    """Hosts virtual actors on a ``Storage``; every invocation is one transaction.
+
+    Invocations of one actor run one at a time in arrival order; different
+    actors run concurrently. ``close()`` drains in-flight invocations and
+    deactivates every actor; it does not close the storage it was given.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        invocation_timeout: float = 30.0,
+        node_id: str | None = None,
+        lease_seconds: float = 10.0,
+        idle_timeout: float | None = 300.0,
+        mailbox_size: int = 1024,
+        codec: StateCodec | None = None,
+    ) -> None:
+        self.storage = storage
+        self.invocation_timeout = _positive("invocation_timeout", invocation_timeout)
+        self.lease_seconds = _positive("lease_seconds", lease_seconds)
+        if idle_timeout is not None:
+            idle_timeout = _positive("idle_timeout", idle_timeout)
+        self.idle_timeout = idle_timeout
+        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
+            raise ConfigError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
+        self.mailbox_size = mailbox_size
+        if node_id is not None and (not isinstance(node_id, str) or not node_id):
+            raise ConfigError(f"node_id must be a non-empty str, got {node_id!r}")
+        self.node_id = node_id
+        self.codec: StateCodec = codec if codec is not None else JsonCodec()
+        self._types: dict[str, type[Actor[Any]]] = {}
+        self._mailboxes: dict[ActorId, Mailbox] = {}
+        self._exiting: dict[ActorId, asyncio.Task[None]] = {}
+        self._closed = False
+
+    def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None:
+        """Actors whose ``ActorId.namespace`` is ``namespace`` are ``actor_cls`` instances."""
+        if not isinstance(actor_cls, type) or not issubclass(actor_cls, Actor):
+            raise TypeError(f"actor_cls must be an Actor subclass, got {actor_cls!r}")
+        ActorId(namespace, "x")  # the namespace must be a valid id part
+        self._types[namespace] = actor_cls
+
+    @property
+    def active_actors(self) -> list[ActorId]:
+        """The actors that have a mailbox right now, sorted."""
+        return sorted(self._mailboxes)
+
+    def _mailbox(self, actor_id: ActorId, actor_cls: type[Actor[Any]]) -> Mailbox:
+        mailbox = self._mailboxes.get(actor_id)
+        if mailbox is not None and not mailbox.stopping:
+            return mailbox
+        activation = Activation(
+            actor_id, actor_cls, self.storage, self.codec, self.invocation_timeout
+        )
+        mailbox = Mailbox(
+            activation,
+            capacity=self.mailbox_size,
+            idle_timeout=self.idle_timeout,
+            after=self._exiting.get(actor_id),
+            on_exit=self._on_exit,
+        )
+        self._mailboxes[actor_id] = mailbox
+        return mailbox
+
+    def _on_exit(self, mailbox: Mailbox) -> None:
+        actor_id = mailbox.activation.actor_id
+        if self._mailboxes.get(actor_id) is mailbox:
+            del self._mailboxes[actor_id]
+        self._exiting[actor_id] = mailbox.task
+        mailbox.task.add_done_callback(lambda task: self._forget_exit(actor_id, task))
+
+    def _forget_exit(self, actor_id: ActorId, task: asyncio.Task[None]) -> None:
+        if self._exiting.get(actor_id) is task:
+            del self._exiting[actor_id]
+
+    async def invoke(
+        self,
+        actor_id: ActorId,
+        operation: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Run ``operation`` on the actor (activating it first if needed); return its result."""
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        if not isinstance(actor_id, ActorId):
+            raise TypeError(f"actor_id must be an ActorId, got {type(actor_id).__name__}")
+        actor_cls = self._types.get(actor_id.namespace)
+        if actor_cls is None:
+            raise UnknownActorTypeError(
+                f"no actor type is registered for namespace {actor_id.namespace!r}"
+            )
+        if not isinstance(operation, str) or operation not in handlers_of(actor_cls):
+            raise UnknownOperationError(
+                f"{actor_cls.__name__} has no handler {operation!r}; handlers: "
+                + ", ".join(sorted(handlers_of(actor_cls)))
+            )
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise TypeError(
+                f"idempotency_key must be a str, got {type(idempotency_key).__name__}"
+            )
+        encode_json(payload, "payload")
+        reply = self._mailbox(actor_id, actor_cls).submit(operation, payload, idempotency_key)
+        return await asyncio.shield(reply)
+
+    async def deactivate(self, actor_id: ActorId) -> None:
+        """Deactivate the actor after its queued invocations; no-op if it is not active."""
+        mailbox = self._mailboxes.get(actor_id)
+        if mailbox is not None and not mailbox.stopping:
+            await mailbox.stop()
+        exiting = self._exiting.get(actor_id)
+        if exiting is not None:
+            await asyncio.shield(exiting)
+
+    async def close(self) -> None:
+        """Drain in-flight invocations and deactivate every actor; idempotent."""
+        self._closed = True
+        stops = [mb.stop() for mb in list(self._mailboxes.values()) if not mb.stopping]
+        await asyncio.gather(*stops, return_exceptions=True)
+        while self._exiting:
+            await asyncio.gather(*list(self._exiting.values()), return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
