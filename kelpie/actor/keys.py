@@ -37,9 +37,7 @@ def user_key(key: object) -> bytes:
     if not key:
         raise InvalidKeyError("actor keys must not be empty")
     if len(key) > MAX_ACTOR_KEY_BYTES:
-        raise InvalidKeyError(
-            f"actor key is {len(key)} bytes; the limit is {MAX_ACTOR_KEY_BYTES}"
-        )
+        raise InvalidKeyError(f"actor key is {len(key)} bytes; the limit is {MAX_ACTOR_KEY_BYTES}")
     return USER + key
 
 
@@ -48,9 +46,7 @@ def user_prefix(prefix: object) -> bytes:
     if not isinstance(prefix, bytes):
         raise TypeError(f"prefixes must be bytes, got {type(prefix).__name__}")
     if len(prefix) > MAX_ACTOR_KEY_BYTES:
-        raise InvalidKeyError(
-            f"prefix is {len(prefix)} bytes; the limit is {MAX_ACTOR_KEY_BYTES}"
-        )
+        raise InvalidKeyError(f"prefix is {len(prefix)} bytes; the limit is {MAX_ACTOR_KEY_BYTES}")
     return USER + prefix
 
 

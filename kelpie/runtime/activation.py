@@ -30,7 +30,7 @@ from kelpie.errors import (
     StorageError,
     TransactionConflictError,
 )
-from kelpie.storage.protocol import Storage
+from kelpie.storage.protocol import Storage, Transaction
 
 __all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
 
@@ -122,47 +122,52 @@ class Activation:
         assert loaded is not None, "execute() on an activation that is not loaded"
         txn = self._storage.transaction(self.actor_id)
         ctx: ActorContext[Any] = ActorContext(self.actor_id, loaded.state, txn)
+        ended = False  # commit() or abort() was called: the transaction is over
         try:
-            async with txn:
-                raw = await txn.get(STATE_KEY)
-                stored_seq = 0 if raw is None else self._parse_record(raw).seq
-                if stored_seq != loaded.seq:
-                    raise TransactionConflictError(
-                        f"actor {self.actor_id} was committed elsewhere since it was loaded "
-                        f"(stored seq {stored_seq}, loaded {loaded.seq}); it will reload"
-                    )
-                record_key = None
-                if idempotency is not None:
-                    record_key = idempotency_key(idempotency)
-                    previous = await txn.get(record_key)
-                    if previous is not None:
-                        await txn.abort()
-                        return decode_json(previous)
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        result = await body(ctx)
-                except TimeoutError as exc:
-                    raise InvocationTimeoutError(
-                        f"invocation of actor {self.actor_id} ran past {self._timeout} s"
-                    ) from exc
-                result_bytes = encode_json(result, "result")
-                state_bytes = self._codec.encode(ctx.state)
-                if not ctx.wrote and record_key is None and state_bytes == loaded.state_bytes:
+            raw = await txn.get(STATE_KEY)
+            stored_seq = 0 if raw is None else self._parse_record(raw).seq
+            if stored_seq != loaded.seq:
+                raise TransactionConflictError(
+                    f"actor {self.actor_id} was committed elsewhere since it was loaded "
+                    f"(stored seq {stored_seq}, loaded {loaded.seq}); it will reload"
+                )
+            record_key = None
+            if idempotency is not None:
+                record_key = idempotency_key(idempotency)
+                previous = await txn.get(record_key)
+                if previous is not None:
+                    ended = True
                     await txn.abort()
-                    return result
-                count = loaded.idempotency_count
-                if record_key is not None:
-                    slot = idempotency_slot_key(count % IDEMPOTENCY_WINDOW)
-                    evicted = await txn.get(slot)
-                    if evicted is not None:
-                        await txn.delete(evicted)
-                    await txn.set(slot, record_key)
-                    await txn.set(record_key, result_bytes)
-                    count += 1
-                record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes)
-                await txn.set(STATE_KEY, record.encode())
-                await txn.commit()
+                    return decode_json(previous)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    result = await body(ctx)
+            except TimeoutError as exc:
+                raise InvocationTimeoutError(
+                    f"invocation of actor {self.actor_id} ran past {self._timeout} s"
+                ) from exc
+            result_bytes = encode_json(result, "result")
+            state_bytes = self._codec.encode(ctx.state)
+            if not ctx.wrote and record_key is None and state_bytes == loaded.state_bytes:
+                ended = True
+                await txn.abort()
+                return result
+            count = loaded.idempotency_count
+            if record_key is not None:
+                slot = idempotency_slot_key(count % IDEMPOTENCY_WINDOW)
+                evicted = await txn.get(slot)
+                if evicted is not None:
+                    await txn.delete(evicted)
+                await txn.set(slot, record_key)
+                await txn.set(record_key, result_bytes)
+                count += 1
+            record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes)
+            await txn.set(STATE_KEY, record.encode())
+            ended = True
+            await txn.commit()
         except BaseException as exc:
+            if not ended:
+                await self._abort_quietly(txn)
             if isinstance(exc, StorageError):
                 self._loaded = None
             else:
@@ -170,6 +175,13 @@ class Activation:
             raise
         self._loaded = _Loaded(ctx.state, state_bytes, loaded.seq + 1, count)
         return result
+
+    async def _abort_quietly(self, txn: Transaction) -> None:
+        try:
+            await txn.abort()
+        except Exception:
+            # The transaction is abandoned either way; the original error matters.
+            log.debug("abort of a failed transaction on %s failed", self.actor_id, exc_info=True)
 
     def _restore(self, loaded: _Loaded) -> None:
         """Put back the state as last committed (the handler may have changed it)."""

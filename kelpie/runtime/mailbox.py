@@ -108,9 +108,7 @@ class Mailbox:
                 try:
                     if not activation.loaded:
                         await activation.load()
-                    result = await activation.invoke(
-                        item.operation, item.payload, item.idempotency
-                    )
+                    result = await activation.invoke(item.operation, item.payload, item.idempotency)
                 except BaseException as exc:
                     if not item.reply.done():
                         item.reply.set_exception(exc)

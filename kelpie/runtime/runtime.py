@@ -132,9 +132,7 @@ class Runtime:
                 + ", ".join(sorted(handlers_of(actor_cls)))
             )
         if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise TypeError(
-                f"idempotency_key must be a str, got {type(idempotency_key).__name__}"
-            )
+            raise TypeError(f"idempotency_key must be a str, got {type(idempotency_key).__name__}")
         encode_json(payload, "payload")
         reply = self._mailbox(actor_id, actor_cls).submit(operation, payload, idempotency_key)
         return await asyncio.shield(reply)
