@@ -2,9 +2,9 @@
 
 A mailbox is a bounded queue drained by one worker task. The worker owns the
 actor's ``Activation``: it loads it on first use, runs each invocation to the
-end (a caller that gives up does not cancel a commit half-way), and when the
-actor has been idle for ``idle_timeout`` seconds of loop time, or is told to
-stop, it deactivates the actor and exits.
+end (a caller that gives up does not cancel a commit half-way), and when told
+to stop — explicitly, on close, or by the runtime's idle sweep — it
+deactivates the actor and exits.
 """
 
 from __future__ import annotations
@@ -44,22 +44,24 @@ class Mailbox:
         activation: Activation,
         *,
         capacity: int,
-        idle_timeout: float | None,
         after: asyncio.Task[None] | None,
         on_exit: Callable[[Mailbox], None],
     ) -> None:
         self.activation = activation
         self._queue: asyncio.Queue[_Call | _Stop] = asyncio.Queue(capacity)
-        self._idle_timeout = idle_timeout
         self._after = after
         self._on_exit = on_exit
         self.stopping = False
+        self._loop = asyncio.get_running_loop()
+        self.idle_since: float | None = self._loop.time()
+        """Loop time since which the mailbox has been empty and idle; None while busy."""
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"kelpie-actor-{activation.actor_id}"
         )
 
     def submit(self, operation: str, payload: Any, idempotency: str | None) -> asyncio.Future[Any]:
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Any] = self._loop.create_future()
+        self.idle_since = None
         try:
             self._queue.put_nowait(_Call(operation, payload, idempotency, reply))
         except asyncio.QueueFull:
@@ -77,15 +79,6 @@ class Mailbox:
         asyncio.get_running_loop().create_task(self._queue.put(_Stop(reply)))
         return reply
 
-    async def _next(self) -> _Call | _Stop | None:
-        if self._idle_timeout is None:
-            return await self._queue.get()
-        try:
-            async with asyncio.timeout(self._idle_timeout):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
-
     async def _run(self) -> None:
         activation = self.activation
         stop: _Stop | None = None
@@ -94,12 +87,9 @@ class Mailbox:
                 # The previous activation of this actor is still deactivating.
                 await asyncio.shield(self._after)
             while True:
-                item = await self._next()
-                if item is None:
-                    if self._queue.empty():
-                        self.stopping = True
-                        break
-                    continue
+                if self._queue.empty():
+                    self.idle_since = self._loop.time()
+                item = await self._queue.get()
                 if isinstance(item, _Stop):
                     stop = item
                     break

@@ -67,6 +67,7 @@ class Runtime:
         self._mailboxes: dict[ActorId, Mailbox] = {}
         self._exiting: dict[ActorId, asyncio.Task[None]] = {}
         self._closed = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None:
         """Actors whose ``ActorId.namespace`` is ``namespace`` are ``actor_cls`` instances."""
@@ -90,12 +91,28 @@ class Runtime:
         mailbox = Mailbox(
             activation,
             capacity=self.mailbox_size,
-            idle_timeout=self.idle_timeout,
             after=self._exiting.get(actor_id),
             on_exit=self._on_exit,
         )
         self._mailboxes[actor_id] = mailbox
+        if self._sweeper is None and self.idle_timeout is not None:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_idle(self.idle_timeout), name="kelpie-idle-sweeper"
+            )
         return mailbox
+
+    async def _sweep_idle(self, idle_timeout: float) -> None:
+        """Deactivate actors idle for ``idle_timeout`` seconds of loop time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(idle_timeout / 4)
+            now = loop.time()
+            for actor_id in sorted(self._mailboxes):
+                mailbox = self._mailboxes[actor_id]
+                idle_since = mailbox.idle_since
+                idle = idle_since is not None and now - idle_since >= idle_timeout
+                if idle and not mailbox.stopping:
+                    mailbox.stop()
 
     def _on_exit(self, mailbox: Mailbox) -> None:
         actor_id = mailbox.activation.actor_id
@@ -134,8 +151,11 @@ class Runtime:
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise TypeError(f"idempotency_key must be a str, got {type(idempotency_key).__name__}")
         encode_json(payload, "payload")
-        reply = self._mailbox(actor_id, actor_cls).submit(operation, payload, idempotency_key)
-        return await asyncio.shield(reply)
+        # No shield: a caller that gives up cancels only its reply future; the
+        # worker skips a call not yet started and finishes one already running.
+        return await self._mailbox(actor_id, actor_cls).submit(
+            operation, payload, idempotency_key
+        )
 
     async def deactivate(self, actor_id: ActorId) -> None:
         """Deactivate the actor after its queued invocations; no-op if it is not active."""
@@ -149,6 +169,8 @@ class Runtime:
     async def close(self) -> None:
         """Drain in-flight invocations and deactivate every actor; idempotent."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         stops = [mb.stop() for mb in list(self._mailboxes.values()) if not mb.stopping]
         await asyncio.gather(*stops, return_exceptions=True)
         while self._exiting:
