@@ -3,11 +3,13 @@
 A state record is a small binary envelope around the codec's bytes::
 
     b"KLP" | format (1 byte) | seq (8 bytes) | idempotency count (8 bytes)
-          | codec name length (1 byte) | codec name | codec payload
+          | codec name length (1 byte) | lease owner length (1 byte)
+          | codec name | lease owner (UTF-8 node id, empty if none) | codec payload
 
 ``seq`` counts the actor's commits and fences them (a runtime commits only if
 the stored ``seq`` is the one it loaded); the format byte lets the envelope
-evolve; the codec name lets a runtime refuse bytes written by another codec.
+evolve; the codec name lets a runtime refuse bytes written by another codec;
+the lease owner is the node that holds the actor (ADR 0007).
 JSON is the default codec; pickle is never used (stored bytes must never
 execute code).
 """
@@ -26,7 +28,7 @@ __all__ = ["JsonCodec", "StateCodec", "StateRecord", "decode_json", "encode_json
 
 _MAGIC = b"KLP"
 _FORMAT = 1
-_HEADER = struct.Struct(">3sBQQB")
+_HEADER = struct.Struct(">3sBQQBB")
 
 
 class StateCodec(Protocol):
@@ -86,17 +88,21 @@ class StateRecord:
     idempotency_count: int
     codec: str
     payload: bytes
+    owner: str = ""
 
     def encode(self) -> bytes:
         name = self.codec.encode("ascii")
-        header = _HEADER.pack(_MAGIC, _FORMAT, self.seq, self.idempotency_count, len(name))
-        return header + name + self.payload
+        owner = self.owner.encode("utf-8")
+        header = _HEADER.pack(
+            _MAGIC, _FORMAT, self.seq, self.idempotency_count, len(name), len(owner)
+        )
+        return header + name + owner + self.payload
 
     @classmethod
     def decode(cls, data: bytes, what: str) -> StateRecord:
         """Parse an envelope; anything malformed raises CorruptStateError naming ``what``."""
         try:
-            magic, fmt, seq, count, name_len = _HEADER.unpack_from(data)
+            magic, fmt, seq, count, name_len, owner_len = _HEADER.unpack_from(data)
         except struct.error as exc:
             raise CorruptStateError(f"stored state of {what} is truncated") from exc
         if magic != _MAGIC:
@@ -106,11 +112,12 @@ class StateRecord:
                 f"stored state of {what} has format {fmt}; this kelpie reads format {_FORMAT}"
             )
         start = _HEADER.size
-        name = data[start : start + name_len]
-        if len(name) != name_len:
+        end = start + name_len + owner_len
+        if len(data) < end:
             raise CorruptStateError(f"stored state of {what} is truncated")
         try:
-            codec = name.decode("ascii")
+            codec = data[start : start + name_len].decode("ascii")
+            owner = data[start + name_len : end].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise CorruptStateError(f"stored state of {what} names no valid codec") from exc
-        return cls(seq, count, codec, data[start + name_len :])
+            raise CorruptStateError(f"stored state of {what} has a malformed header") from exc
+        return cls(seq, count, codec, data[end:], owner)

@@ -24,12 +24,14 @@ from kelpie.actor.context import ActorContext
 from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY, idempotency_key, idempotency_slot_key
 from kelpie.errors import (
+    ActorActiveElsewhereError,
     CorruptStateError,
     InvocationTimeoutError,
     KelpieError,
     StorageError,
     TransactionConflictError,
 )
+from kelpie.runtime.lease import Leases
 from kelpie.storage.protocol import Storage, Transaction
 
 __all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
@@ -48,6 +50,11 @@ class _Loaded:
     state_bytes: bytes
     seq: int
     idempotency_count: int
+    owner: str
+
+
+async def _nothing(ctx: ActorContext[Any]) -> None:
+    return None
 
 
 class Activation:
@@ -60,6 +67,7 @@ class Activation:
         storage: Storage,
         codec: StateCodec,
         timeout: float,
+        leases: Leases | None = None,
     ) -> None:
         self.actor_id = actor_id
         self.actor_cls = actor_cls
@@ -67,7 +75,10 @@ class Activation:
         self._storage = storage
         self._codec = codec
         self._timeout = timeout
+        self._leases = leases
         self._loaded: _Loaded | None = None
+        self.committed_at = 0.0
+        """Loop time of this activation's last commit (or load)."""
 
     @property
     def loaded(self) -> bool:
@@ -102,11 +113,28 @@ class Activation:
         raw = await self._storage.get(self.actor_id, STATE_KEY)
         if raw is None:
             state = self.actor_cls.state_type()
-            self._loaded = _Loaded(state, self._codec.encode(state), 0, 0)
+            loaded = _Loaded(state, self._codec.encode(state), 0, 0, "")
         else:
             record = self._parse_record(raw)
             state = self._decode_state(record.payload)
-            self._loaded = _Loaded(state, record.payload, record.seq, record.idempotency_count)
+            loaded = _Loaded(
+                state, record.payload, record.seq, record.idempotency_count, record.owner
+            )
+        self._loaded = loaded
+        self.committed_at = asyncio.get_running_loop().time()
+        leases = self._leases
+        if leases is not None and loaded.owner != leases.node_id:
+            if not leases.may_take(self.actor_id, loaded.owner, loaded.seq):
+                self._loaded = None
+                raise ActorActiveElsewhereError(
+                    f"actor {self.actor_id} is active on node {loaded.owner!r}",
+                    owner=loaded.owner,
+                )
+            try:
+                await self.execute(_nothing, owner=leases.node_id)
+            except BaseException:
+                self._loaded = None
+                raise
         if overrides_hook(self.actor_cls, "on_activate"):
             try:
                 await self.execute(self.actor.on_activate)
@@ -116,16 +144,29 @@ class Activation:
 
     # -- the commit path --------------------------------------------------------
 
-    async def execute(self, body: Body, idempotency: str | None = None) -> Any:
-        """Run ``body`` in one transaction with the state; see the module docstring."""
+    async def execute(
+        self,
+        body: Body,
+        idempotency: str | None = None,
+        *,
+        owner: str | None = None,
+        force: bool = False,
+    ) -> Any:
+        """Run ``body`` in one transaction with the state; see the module docstring.
+
+        ``owner`` (if given) is the lease owner to write; the commit happens
+        even if nothing else changed when the owner changes or ``force`` is set.
+        """
         loaded = self._loaded
         assert loaded is not None, "execute() on an activation that is not loaded"
+        new_owner = loaded.owner if owner is None else owner
         txn = self._storage.transaction(self.actor_id)
         ctx: ActorContext[Any] = ActorContext(self.actor_id, loaded.state, txn)
         ended = False  # commit() or abort() was called: the transaction is over
         try:
             raw = await txn.get(STATE_KEY)
             stored_seq = 0 if raw is None else self._parse_record(raw).seq
+            # Every change of the record bumps seq, the lease owner included.
             if stored_seq != loaded.seq:
                 raise TransactionConflictError(
                     f"actor {self.actor_id} was committed elsewhere since it was loaded "
@@ -148,7 +189,8 @@ class Activation:
                 ) from exc
             result_bytes = encode_json(result, "result")
             state_bytes = self._codec.encode(ctx.state)
-            if not ctx.wrote and record_key is None and state_bytes == loaded.state_bytes:
+            unchanged = state_bytes == loaded.state_bytes and new_owner == loaded.owner
+            if unchanged and not (ctx.wrote or force or record_key is not None):
                 ended = True
                 await txn.abort()
                 return result
@@ -161,7 +203,7 @@ class Activation:
                 await txn.set(slot, record_key)
                 await txn.set(record_key, result_bytes)
                 count += 1
-            record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes)
+            record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes, new_owner)
             await txn.set(STATE_KEY, record.encode())
             ended = True
             await txn.commit()
@@ -173,7 +215,8 @@ class Activation:
             else:
                 self._restore(loaded)
             raise
-        self._loaded = _Loaded(ctx.state, state_bytes, loaded.seq + 1, count)
+        self._loaded = _Loaded(ctx.state, state_bytes, loaded.seq + 1, count, new_owner)
+        self.committed_at = asyncio.get_running_loop().time()
         return result
 
     async def _abort_quietly(self, txn: Transaction) -> None:
@@ -199,13 +242,27 @@ class Activation:
 
         return await self.execute(body, idempotency)
 
+    def holds_lease(self) -> bool:
+        loaded = self._loaded
+        return (
+            loaded is not None and self._leases is not None and loaded.owner == self._leases.node_id
+        )
+
+    async def renew(self) -> None:
+        """Renew this node's lease with an otherwise empty commit."""
+        if self.holds_lease():
+            await self.execute(_nothing, force=True)
+
     async def deactivate(self) -> None:
-        """Run ``on_deactivate`` (its writes commit like any invocation) and forget."""
+        """Run ``on_deactivate`` and release the lease in one commit, then forget."""
         if self._loaded is None:
             return
+        hook = overrides_hook(self.actor_cls, "on_deactivate")
+        release = self.holds_lease()
         try:
-            if overrides_hook(self.actor_cls, "on_deactivate"):
-                await self.execute(self.actor.on_deactivate)
+            if hook or release:
+                body = self.actor.on_deactivate if hook else _nothing
+                await self.execute(body, owner="" if release else None)
         except KelpieError:
             log.warning("on_deactivate of %s failed to commit", self.actor_id, exc_info=True)
             raise

@@ -36,6 +36,10 @@ class _Stop:
     reply: asyncio.Future[None]
 
 
+class _Renew:
+    """Renew the actor's lease (queued by the runtime's sweep)."""
+
+
 class Mailbox:
     """The queue and worker task of one actor."""
 
@@ -48,7 +52,7 @@ class Mailbox:
         on_exit: Callable[[Mailbox], None],
     ) -> None:
         self.activation = activation
-        self._queue: asyncio.Queue[_Call | _Stop] = asyncio.Queue(capacity)
+        self._queue: asyncio.Queue[_Call | _Stop | _Renew] = asyncio.Queue(capacity)
         self._after = after
         self._on_exit = on_exit
         self.stopping = False
@@ -70,6 +74,11 @@ class Mailbox:
                 f"({self._queue.maxsize} invocations waiting)"
             ) from None
         return reply
+
+    def renew(self) -> None:
+        """Queue a lease renewal; skipped when the queue is full of calls (they renew)."""
+        if not self.stopping and not self._queue.full():
+            self._queue.put_nowait(_Renew())
 
     def stop(self) -> asyncio.Future[None]:
         """Deactivate after the invocations already queued; the future ends with it."""
@@ -93,6 +102,14 @@ class Mailbox:
                 if isinstance(item, _Stop):
                     stop = item
                     break
+                if isinstance(item, _Renew):
+                    try:
+                        await activation.renew()
+                    except Exception:
+                        log.warning(
+                            "lease renewal of %s failed", activation.actor_id, exc_info=True
+                        )
+                    continue
                 if item.reply.done():
                     continue
                 try:
@@ -127,6 +144,8 @@ class Mailbox:
         # Nothing can be queued after stopping is set, but a put may race an idle exit.
         while not self._queue.empty():
             item = self._queue.get_nowait()
+            if isinstance(item, _Renew):
+                continue
             if isinstance(item, _Stop):
                 if not item.reply.done():
                     item.reply.set_result(None)

@@ -17,6 +17,7 @@ from kelpie.errors import (
     UnknownOperationError,
 )
 from kelpie.runtime.activation import Activation
+from kelpie.runtime.lease import Leases
 from kelpie.runtime.mailbox import Mailbox
 from kelpie.storage.protocol import Storage
 
@@ -59,9 +60,12 @@ class Runtime:
         if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise ConfigError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
         self.mailbox_size = mailbox_size
-        if node_id is not None and (not isinstance(node_id, str) or not node_id):
-            raise ConfigError(f"node_id must be a non-empty str, got {node_id!r}")
+        if node_id is not None and (
+            not isinstance(node_id, str) or not 0 < len(node_id.encode("utf-8", "replace")) < 256
+        ):
+            raise ConfigError(f"node_id must be a str of 1-255 UTF-8 bytes, got {node_id!r}")
         self.node_id = node_id
+        self._leases = None if node_id is None else Leases(node_id, self.lease_seconds)
         self.codec: StateCodec = codec if codec is not None else JsonCodec()
         self._types: dict[str, type[Actor[Any]]] = {}
         self._mailboxes: dict[ActorId, Mailbox] = {}
@@ -86,7 +90,7 @@ class Runtime:
         if mailbox is not None and not mailbox.stopping:
             return mailbox
         activation = Activation(
-            actor_id, actor_cls, self.storage, self.codec, self.invocation_timeout
+            actor_id, actor_cls, self.storage, self.codec, self.invocation_timeout, self._leases
         )
         mailbox = Mailbox(
             activation,
@@ -95,24 +99,41 @@ class Runtime:
             on_exit=self._on_exit,
         )
         self._mailboxes[actor_id] = mailbox
-        if self._sweeper is None and self.idle_timeout is not None:
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_idle(self.idle_timeout), name="kelpie-idle-sweeper"
-            )
+        if self._sweeper is None:
+            periods = []
+            if self.idle_timeout is not None:
+                periods.append(self.idle_timeout / 4)
+            if self._leases is not None:
+                periods.append(self._leases.renew_after / 2)
+            if periods:
+                self._sweeper = asyncio.get_running_loop().create_task(
+                    self._sweep(min(periods)), name="kelpie-sweeper"
+                )
         return mailbox
 
-    async def _sweep_idle(self, idle_timeout: float) -> None:
-        """Deactivate actors idle for ``idle_timeout`` seconds of loop time."""
+    async def _sweep(self, period: float) -> None:
+        """Deactivate actors idle for ``idle_timeout`` and renew leases, on loop time."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(idle_timeout / 4)
+            await asyncio.sleep(period)
             now = loop.time()
             for actor_id in sorted(self._mailboxes):
                 mailbox = self._mailboxes[actor_id]
+                if mailbox.stopping:
+                    continue
                 idle_since = mailbox.idle_since
-                idle = idle_since is not None and now - idle_since >= idle_timeout
-                if idle and not mailbox.stopping:
+                if (
+                    self.idle_timeout is not None
+                    and idle_since is not None
+                    and now - idle_since >= self.idle_timeout
+                ):
                     mailbox.stop()
+                elif (
+                    self._leases is not None
+                    and mailbox.activation.holds_lease()
+                    and now - mailbox.activation.committed_at >= self._leases.renew_after
+                ):
+                    mailbox.renew()
 
     def _on_exit(self, mailbox: Mailbox) -> None:
         actor_id = mailbox.activation.actor_id
@@ -153,9 +174,7 @@ class Runtime:
         encode_json(payload, "payload")
         # No shield: a caller that gives up cancels only its reply future; the
         # worker skips a call not yet started and finishes one already running.
-        return await self._mailbox(actor_id, actor_cls).submit(
-            operation, payload, idempotency_key
-        )
+        return await self._mailbox(actor_id, actor_cls).submit(operation, payload, idempotency_key)
 
     async def deactivate(self, actor_id: ActorId) -> None:
         """Deactivate the actor after its queued invocations; no-op if it is not active."""
