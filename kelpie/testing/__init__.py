@@ -1,0 +1,1 @@
+"""Test helpers shipped with kelpie: a redis-server harness and the storage conformance suite."""

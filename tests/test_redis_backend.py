@@ -1,0 +1,904 @@
+"""Redis-specific behaviour of the ``redis://`` backend (the generic contract is in backends_tests).
+
+Every test runs its own ``redis-server`` on a free loopback port (or fakeredis
+where noted); faults come from killing that server or from ``FaultProxy``, a
+loopback TCP proxy that can cut connections or swallow the reply to ``EXEC``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from redis.crc import key_slot
+
+from kelpie.actor.id import ActorId
+from kelpie.errors import (
+    CommitOutcomeUnknownError,
+    ConfigError,
+    CorruptStateError,
+    KelpieError,
+    StorageClosedError,
+    StorageFullError,
+    StorageUnavailableError,
+    TransactionConflictError,
+)
+from kelpie.storage.redis import RedisStorage, open_redis
+from kelpie.storage.redis_keys import actor_keys, hash_tag, lex_range
+from kelpie.storage.registry import open_storage
+from kelpie.testing.redis_server import RedisServer
+
+T = TypeVar("T")
+HANG_GUARD = 30.0  # only a guard against hangs; no test asserts on time
+
+ALICE = ActorId("bank", "alice")
+
+
+async def bounded(awaitable: Awaitable[T]) -> T:
+    return await asyncio.wait_for(awaitable, HANG_GUARD)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def raw(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def storage(server: RedisServer) -> AsyncIterator[RedisStorage]:
+    store = open_redis(server.url, socket_timeout=2.0, connect_timeout=1.0)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["redis-server", "fakeredis"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[RedisStorage, aioredis.Redis]]:
+    """The same RedisStorage code on a real server and on fakeredis, with a raw client."""
+    if request.param == "fakeredis":
+        fake_server = fakeredis.FakeServer()
+        store = RedisStorage(fakeredis.FakeAsyncRedis(server=fake_server))
+        raw_client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fake_server)
+        yield store, raw_client
+        await store.close()
+        await raw_client.aclose()
+        return
+    with RedisServer(tmp_path / "redis") as srv:
+        store = open_redis(srv.url)
+        raw_client = aioredis.Redis.from_url(srv.url)
+        yield store, raw_client
+        await store.close()
+        await raw_client.aclose()
+
+
+# -- a loopback proxy that injects connection faults ---------------------------------
+
+EXEC_MARKER = b"$4\r\nEXEC\r\n"
+
+
+class FaultProxy:
+    """Forwards 127.0.0.1:port to a redis server; can cut or starve connections.
+
+    ``mode`` "pass" forwards everything; "drop_exec_reply" forwards a command
+    stream containing EXEC, waits for the server's reply (so the commit has
+    landed) and then resets the client connection without forwarding it;
+    "hold_exec_reply" swallows that reply and keeps the connection open.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "pass"
+        self.port = 0
+        self.exec_replies_dropped = 0
+        self._server: asyncio.Server | None = None
+        self._clients: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._clients.append(cwriter)
+        exec_forwarded = False
+
+        async def upstream() -> None:
+            nonlocal exec_forwarded
+            try:
+                while data := await creader.read(65536):
+                    if EXEC_MARKER in data and self.mode != "pass":
+                        exec_forwarded = True
+                    swriter.write(data)
+                    await swriter.drain()
+            except OSError:
+                pass
+            finally:
+                swriter.close()
+
+        async def downstream() -> None:
+            try:
+                while data := await sreader.read(65536):
+                    if exec_forwarded and self.mode == "drop_exec_reply":
+                        self.exec_replies_dropped += 1
+                        cwriter.transport.abort()
+                        return
+                    if exec_forwarded and self.mode == "hold_exec_reply":
+                        self.exec_replies_dropped += 1
+                        continue
+                    cwriter.write(data)
+                    await cwriter.drain()
+            except OSError:
+                pass
+            finally:
+                cwriter.close()
+                swriter.close()
+
+        for coro in (upstream(), downstream()):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def cut_all(self) -> None:
+        """Reset every client connection (the server side sees them close too)."""
+        for writer in self._clients:
+            writer.transport.abort()
+        self._clients.clear()
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Stop listening (new connections are refused) and cut every connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.cut_all()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def proxy(server: RedisServer) -> AsyncIterator[FaultProxy]:
+    fault_proxy = FaultProxy(server.port)
+    await fault_proxy.start()
+    yield fault_proxy
+    await fault_proxy.close()
+
+
+# -- key layout ------------------------------------------------------------------------
+
+
+async def _all_keys(raw_client: aioredis.Redis) -> set[bytes]:
+    # The test may list the whole database; the backend never does (no KEYS/SCAN).
+    return {key.encode() if isinstance(key, str) else key for key in await raw_client.keys("*")}
+
+
+async def test_every_key_stays_under_the_prefix_and_outside_keys_are_untouched(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    store, raw_client = backend
+    await raw_client.set(b"sentinel", b"keep me")
+    await raw_client.hset(b"kelpie2:{bank:alice}:d", b"k", b"foreign")  # a look-alike prefix
+    for n in range(5):
+        actor = ActorId("bank", f"acct-{n}")
+        async with store.transaction(actor) as txn:
+            await txn.get(b"balance")
+            await txn.set(b"balance", b"%d" % n)
+            await txn.set(b"other", b"x")
+        await store.delete(actor, b"other")
+        assert await store.list_keys(actor) == [b"balance"]
+
+    keys = await _all_keys(raw_client)
+    ours = {key for key in keys if key.startswith(b"kelpie:")}
+    assert keys - ours == {b"sentinel", b"kelpie2:{bank:alice}:d"}
+    assert await raw_client.get(b"sentinel") == b"keep me"
+    assert await raw_client.hgetall(b"kelpie2:{bank:alice}:d") == {b"k": b"foreign"}
+    assert await store.get(ALICE, b"k") is None
+    assert len(ours) == 15  # v, d and k for each of the five actors
+
+
+async def test_custom_prefix_isolates_two_storages_on_one_database(server: RedisServer) -> None:
+    first = open_redis(server.url + "?prefix=app1")
+    second = open_storage(server.url, prefix="app1.staging")
+    try:
+        await first.set(ALICE, b"k", b"one")
+        await second.set(ALICE, b"k", b"two")
+        assert await first.get(ALICE, b"k") == b"one"
+        assert await second.get(ALICE, b"k") == b"two"
+        assert await first.list_keys(ALICE) == [b"k"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_all_keys_of_one_actor_share_one_hash_slot() -> None:
+    actors = [
+        ALICE,
+        ActorId("a:b", "c"),
+        ActorId("{", "}"),
+        ActorId("}x{", "{y}"),
+        ActorId("ns", "é ü\x00/"),
+    ]
+    for actor in actors:
+        keys = actor_keys("kelpie", actor)
+        slots = {key_slot(keys.version), key_slot(keys.data), key_slot(keys.index)}
+        assert slots == {key_slot(hash_tag(actor))}
+        assert b"{" not in hash_tag(actor) and b"}" not in hash_tag(actor)
+        assert keys.data.startswith(b"kelpie:{" + hash_tag(actor) + b"}:")
+
+
+def test_hash_tags_are_injective_for_hostile_ids() -> None:
+    hostile = [
+        ActorId("a:b", "c"),
+        ActorId("a", "b:c"),
+        ActorId("a%3Ab", "c"),
+        ActorId("a", "b%3Ac"),
+        ActorId("{", "}"),
+        ActorId("}", "{"),
+        ActorId("a/b", "c"),
+        ActorId("a", "b/c"),
+        ActorId("a\x00", "b"),
+        ActorId("a", "\x00b"),
+        ActorId(" ", " "),
+        ActorId("é", "ü"),
+        ActorId("e\u0301", "ü"),
+    ]
+    tags = [hash_tag(actor) for actor in hostile]
+    assert len(set(tags)) == len(hostile)
+
+
+async def test_hostile_actor_ids_never_see_each_others_records(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    store, _ = backend
+    hostile = [
+        ActorId("a:b", "c"),
+        ActorId("a", "b:c"),
+        ActorId("a%3Ab", "c"),
+        ActorId("{", "}"),
+        ActorId("}", "{"),
+        ActorId("a/b", "c"),
+        ActorId("a", "b/c"),
+        ActorId("a\x00", "b"),
+        ActorId(" ", " "),
+        ActorId("é", "ü"),
+    ]
+    for n, actor in enumerate(hostile):
+        await store.set(actor, b"who", str(actor).encode() + b"#%d" % n)
+        await store.set(actor, b"only-%d" % n, b"x")
+    for n, actor in enumerate(hostile):
+        assert await store.get(actor, b"who") == str(actor).encode() + b"#%d" % n
+        assert await store.list_keys(actor) == sorted([b"who", b"only-%d" % n])
+
+
+# -- list_keys -------------------------------------------------------------------------
+
+
+def test_lex_range_selects_exactly_the_prefix() -> None:
+    assert lex_range(b"") == (b"-", b"+")
+    assert lex_range(b"ab") == (b"[ab", b"(ac")
+    assert lex_range(b"a\xff") == (b"[a\xff", b"(b")
+    assert lex_range(b"\xff\xff") == (b"[\xff\xff", b"+")
+
+
+async def test_list_keys_is_prefix_exact_and_bytewise_sorted_with_high_bytes(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    store, _ = backend
+    keys = [
+        b"a",
+        b"a\x00",
+        b"a\xff",
+        b"a\xff\xff",
+        b"a\xff\x00",
+        b"ab",
+        b"b",
+        b"\xff",
+        b"\xff\xff",
+        b"\xff\xfe",
+        b"\x00",
+        b"[a",
+        b"(a",
+        b"-",
+        b"+",
+    ]
+    async with store.transaction(ALICE) as txn:
+        for key in keys:
+            await txn.set(key, key)
+    for prefix in [b"", b"a", b"a\xff", b"\xff", b"\xff\xff", b"[", b"(", b"-", b"+", b"zz"]:
+        expected = sorted(key for key in keys if key.startswith(prefix))
+        assert await store.list_keys(ALICE, prefix) == expected, prefix
+        async with store.transaction(ALICE) as txn:
+            assert await txn.list_keys(prefix) == expected, prefix
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_workload_matches_a_dict_model(
+    backend: tuple[RedisStorage, aioredis.Redis], seed: int
+) -> None:
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    store, _ = backend
+    alphabet = [b"\x00", b"\x01", b"a", b"b", b"[", b"(", b"-", b"+", b"\xfe", b"\xff"]
+    actors = [ActorId("m", "x"), ActorId("m:x", "y"), ActorId("m", "x:y")]
+    model: dict[ActorId, dict[bytes, bytes]] = {actor: {} for actor in actors}
+
+    def random_key() -> bytes:
+        return b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3)))
+
+    for step in range(150):
+        actor = rng.choice(actors)
+        records = model[actor]
+        async with store.transaction(actor) as txn:
+            pending = dict(records)
+            for _ in range(rng.randint(1, 4)):
+                action = rng.random()
+                key = random_key()
+                if action < 0.45:
+                    value = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 8)))
+                    await txn.set(key, value)
+                    pending[key] = value
+                elif action < 0.65:
+                    await txn.delete(key)
+                    pending.pop(key, None)
+                elif action < 0.85:
+                    assert await txn.get(key) == pending.get(key), (seed, step)
+                else:
+                    prefix = random_key()[: rng.randint(0, 2)]
+                    expected = sorted(k for k in pending if k.startswith(prefix))
+                    assert await txn.list_keys(prefix) == expected, (seed, step)
+        model[actor] = pending
+    for actor, records in model.items():
+        assert await store.list_keys(actor) == sorted(records)
+        for key, value in records.items():
+            assert await store.get(actor, key) == value
+
+
+# -- transactions --------------------------------------------------------------------
+
+
+async def test_conflicting_commit_writes_nothing(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    store, _ = backend
+    await store.set(ALICE, b"n", b"0")
+    txn = store.transaction(ALICE)
+    assert await txn.get(b"n") == b"0"
+    await store.set(ALICE, b"n", b"10")  # lands after txn's read
+    await txn.set(b"n", b"1")
+    await txn.set(b"extra", b"x")
+    with pytest.raises(TransactionConflictError):
+        await txn.commit()
+    assert await store.get(ALICE, b"n") == b"10"
+    assert await store.list_keys(ALICE) == [b"n"]
+
+
+async def test_write_only_transactions_never_conflict_and_bump_the_version(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    store, raw_client = backend
+    first = store.transaction(ALICE)
+    second = store.transaction(ALICE)
+    await first.set(b"k", b"1")
+    await second.set(b"k", b"2")
+    await second.commit()
+    await first.commit()
+    assert await store.get(ALICE, b"k") == b"1"
+    assert await raw_client.get(actor_keys("kelpie", ALICE).version) == b"2"
+
+
+async def test_concurrent_read_modify_write_increments_equal_successes(
+    storage: RedisStorage,
+) -> None:
+    counter = ActorId("counter", "hot")
+    await storage.set(counter, b"n", b"0")
+
+    async def increment() -> bool:
+        async with storage.transaction(counter) as txn:
+            current = int(await txn.get(b"n") or b"0")
+            await asyncio.sleep(0)  # let the others read the same value
+            await txn.set(b"n", b"%d" % (current + 1))
+            try:
+                await txn.commit()
+            except TransactionConflictError:
+                return False
+        return True
+
+    results = await bounded(asyncio.gather(*(increment() for _ in range(20))))
+    successes = sum(results)
+    assert 1 <= successes <= 20
+    assert await storage.get(counter, b"n") == b"%d" % successes
+    print(f"20 concurrent increments: {successes} committed, {20 - successes} conflicted")
+
+    async def increment_until_committed() -> None:
+        while True:
+            try:
+                async with storage.transaction(counter) as txn:
+                    current = int(await txn.get(b"n") or b"0")
+                    await asyncio.sleep(0)
+                    await txn.set(b"n", b"%d" % (current + 1))
+                return
+            except TransactionConflictError:
+                continue
+
+    await bounded(asyncio.gather(*(increment_until_committed() for _ in range(20))))
+    assert await storage.get(counter, b"n") == b"%d" % (successes + 20)
+
+
+async def test_transactions_return_their_connection_to_the_pool(server: RedisServer) -> None:
+    store = open_redis(server.url, max_connections=2, pool_timeout=5.0)
+    try:
+        await store.set(ALICE, b"k", b"v")
+        for n in range(30):
+            txn = store.transaction(ALICE)
+            await txn.get(b"k")
+            if n % 3 == 0:
+                await txn.abort()
+            elif n % 3 == 1:
+                await txn.commit()  # read-only commit
+            else:
+                await txn.set(b"k", b"v%d" % n)
+                await txn.commit()
+        async with store.transaction(ALICE) as txn:
+            await txn.get(b"k")
+            # a stale WATCH left on a pooled connection would fail this commit
+            await txn.set(b"k", b"final")
+        assert await store.get(ALICE, b"k") == b"final"
+    finally:
+        await store.close()
+
+
+async def test_overlapping_reads_of_one_transaction_share_its_connection(
+    server: RedisServer,
+) -> None:
+    store = open_redis(server.url, max_connections=1, pool_timeout=5.0)
+    try:
+        async with store.transaction(ALICE) as txn:
+            for n in range(10):
+                await txn.set(b"k%d" % n, b"v%d" % n)
+        for _ in range(3):
+            async with store.transaction(ALICE) as txn:
+                values = await bounded(
+                    asyncio.gather(*(txn.get(b"k%d" % n) for n in range(10)), txn.list_keys())
+                )
+                await txn.set(b"k0", b"changed")
+            assert values[:10] == [b"v%d" % n for n in range(10)]
+            assert values[10] == sorted(b"k%d" % n for n in range(10))
+            assert await store.get(ALICE, b"k0") == b"changed"
+            async with store.transaction(ALICE) as txn:
+                await txn.set(b"k0", b"v0")
+    finally:
+        await store.close()
+
+
+async def test_abort_drops_the_watch_so_later_transactions_do_not_conflict(
+    storage: RedisStorage,
+) -> None:
+    other = ActorId("bank", "bob")
+    await storage.set(ALICE, b"k", b"v")
+    txn = storage.transaction(ALICE)
+    await txn.get(b"k")
+    await txn.abort()
+    await storage.set(ALICE, b"k", b"changed")  # would trip a leaked WATCH
+    async with storage.transaction(other) as txn2:
+        await txn2.get(b"k")
+        await txn2.set(b"k", b"bob")
+    assert await storage.get(other, b"k") == b"bob"
+
+
+# -- honest outcomes under faults ---------------------------------------------------
+
+
+async def test_killed_server_gives_unavailable_and_the_storage_recovers_by_itself(
+    server: RedisServer, storage: RedisStorage
+) -> None:
+    await storage.set(ALICE, b"k", b"before")
+    pinned = storage.transaction(ALICE)
+    assert await pinned.get(b"k") == b"before"
+
+    server.kill()
+    with pytest.raises(StorageUnavailableError) as info:
+        await bounded(storage.get(ALICE, b"k"))
+    assert isinstance(info.value.__cause__, rex.RedisError)
+    with pytest.raises(StorageUnavailableError):
+        await bounded(storage.list_keys(ALICE))
+    with pytest.raises(StorageUnavailableError):
+        await bounded(storage.set(ALICE, b"k", b"during"))
+    await pinned.set(b"k", b"pinned")
+    with pytest.raises(StorageUnavailableError):
+        await bounded(pinned.commit())
+
+    server.start()
+    assert await bounded(storage.get(ALICE, b"k")) is None  # no persistence configured
+    await bounded(storage.set(ALICE, b"k", b"after"))
+    async with storage.transaction(ALICE) as txn:
+        assert await txn.get(b"k") == b"after"
+        await txn.set(b"k", b"again")
+    assert await storage.get(ALICE, b"k") == b"again"
+
+
+async def test_acknowledged_commits_survive_a_kill_with_appendfsync_always(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path / "aof", appendonly=True, appendfsync="always") as srv:
+        store = open_redis(srv.url)
+        try:
+            for n in range(20):
+                async with store.transaction(ALICE) as txn:
+                    await txn.get(b"n")
+                    await txn.set(b"n", b"%d" % n)
+                    await txn.set(b"k%d" % n, b"x")
+            srv.kill()
+            srv.start()
+            assert await bounded(store.get(ALICE, b"n")) == b"19"
+            assert len(await store.list_keys(ALICE, b"k")) == 20
+        finally:
+            await store.close()
+
+
+async def test_lost_exec_reply_is_outcome_unknown_and_the_commit_landed(
+    proxy: FaultProxy, raw: aioredis.Redis
+) -> None:
+    store = open_redis(proxy.url)
+    try:
+        await store.set(ALICE, b"n", b"0")
+        proxy.mode = "drop_exec_reply"
+        txn = store.transaction(ALICE)
+        assert await txn.get(b"n") == b"0"
+        await txn.set(b"n", b"1")
+        with pytest.raises(CommitOutcomeUnknownError) as info:
+            await bounded(txn.commit())
+        assert isinstance(info.value.__cause__, rex.RedisError)
+        assert proxy.exec_replies_dropped == 1
+        assert await raw.hget(actor_keys("kelpie", ALICE).data, b"n") == b"1"
+
+        # a write-only commit whose reply is lost is reported the same way
+        with pytest.raises(CommitOutcomeUnknownError):
+            await bounded(store.set(ALICE, b"w", b"1"))
+        assert await raw.hget(actor_keys("kelpie", ALICE).data, b"w") == b"1"
+
+        proxy.mode = "pass"
+        assert await store.get(ALICE, b"n") == b"1"  # the storage carries on by itself
+    finally:
+        await store.close()
+
+
+async def test_exec_reply_timeout_is_outcome_unknown(
+    proxy: FaultProxy, raw: aioredis.Redis
+) -> None:
+    store = open_redis(proxy.url, socket_timeout=0.5)
+    try:
+        proxy.mode = "hold_exec_reply"
+        with pytest.raises(CommitOutcomeUnknownError):
+            await bounded(store.set(ALICE, b"k", b"v"))
+        assert await raw.hget(actor_keys("kelpie", ALICE).data, b"k") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_connection_cut_before_commit_is_unavailable_and_writes_nothing(
+    proxy: FaultProxy, raw: aioredis.Redis
+) -> None:
+    store = open_redis(proxy.url)
+    data_key = actor_keys("kelpie", ALICE).data
+    try:
+        await store.set(ALICE, b"n", b"0")
+        txn = store.transaction(ALICE)
+        assert await txn.get(b"n") == b"0"
+        await proxy.cut_all()  # the connection holding the WATCH dies before commit
+        await txn.set(b"n", b"1")
+        with pytest.raises(StorageUnavailableError):
+            await bounded(txn.commit())
+        assert await raw.hget(data_key, b"n") == b"0"
+
+        # a pooled connection cut while idle is replaced transparently
+        await proxy.cut_all()
+        await store.set(ALICE, b"n", b"2")
+        assert await raw.hget(data_key, b"n") == b"2"
+
+        # and with nothing listening, a write-only commit cannot even connect
+        await proxy.close()
+        with pytest.raises(StorageUnavailableError):
+            await bounded(store.set(ALICE, b"n", b"3"))
+        assert await raw.hget(data_key, b"n") == b"2"
+    finally:
+        await store.close()
+
+
+async def test_read_that_loses_its_connection_breaks_the_transaction(
+    proxy: FaultProxy, raw: aioredis.Redis
+) -> None:
+    store = open_redis(proxy.url)
+    try:
+        await store.set(ALICE, b"n", b"0")
+        txn = store.transaction(ALICE)
+        await txn.get(b"n")
+        await proxy.cut_all()
+        with pytest.raises(StorageUnavailableError):
+            await bounded(txn.get(b"other"))
+        await txn.set(b"n", b"1")
+        with pytest.raises(StorageUnavailableError):
+            await txn.commit()  # its WATCH is gone: it must not commit blind
+        assert await raw.hget(actor_keys("kelpie", ALICE).data, b"n") == b"0"
+    finally:
+        await store.close()
+
+
+async def test_fakeredis_outage_maps_like_a_real_one() -> None:
+    fake_server = fakeredis.FakeServer()
+    store = RedisStorage(fakeredis.FakeAsyncRedis(server=fake_server))
+    try:
+        await store.set(ALICE, b"k", b"v")
+        txn = store.transaction(ALICE)
+        await txn.get(b"k")
+        fake_server.connected = False
+        with pytest.raises(StorageUnavailableError):
+            await store.get(ALICE, b"k")
+        with pytest.raises(StorageUnavailableError):
+            await store.set(ALICE, b"k", b"w")
+        await txn.set(b"k", b"t")
+        with pytest.raises(StorageUnavailableError):
+            await txn.commit()
+        fake_server.connected = True
+        assert await store.get(ALICE, b"k") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_out_of_memory_is_storage_full_and_writes_nothing(
+    storage: RedisStorage, raw: aioredis.Redis
+) -> None:
+    await storage.set(ALICE, b"k", b"v")
+    await raw.config_set("maxmemory-policy", "noeviction")
+    await raw.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(StorageFullError):
+            await storage.set(ALICE, b"big", b"x" * 1000)
+        txn = storage.transaction(ALICE)
+        await txn.get(b"k")
+        await txn.set(b"k", b"w")
+        with pytest.raises(StorageFullError):
+            await txn.commit()
+    finally:
+        await raw.config_set("maxmemory", "0")
+    assert await storage.list_keys(ALICE) == [b"k"]
+    assert await storage.get(ALICE, b"k") == b"v"
+
+
+async def test_foreign_value_of_the_wrong_type_is_corrupt_state(
+    storage: RedisStorage, raw: aioredis.Redis
+) -> None:
+    keys = actor_keys("kelpie", ALICE)
+    await raw.set(keys.data, b"not a hash")
+    with pytest.raises(CorruptStateError):
+        await storage.get(ALICE, b"k")
+    with pytest.raises(CorruptStateError):
+        await storage.set(ALICE, b"k", b"v")
+
+
+# -- authentication and configuration --------------------------------------------------
+
+
+async def test_wrong_password_is_a_config_error_that_never_shows_the_password(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path / "auth", password="right-horse") as srv:
+        wrong = "wr0ng-Battery-staple"
+        store = open_redis(f"redis://:{wrong}@127.0.0.1:{srv.port}/0")
+        assert wrong not in repr(store)
+        for attempt in (
+            lambda: store.get(ALICE, b"k"),
+            lambda: store.set(ALICE, b"k", b"v"),
+            lambda: store.list_keys(ALICE),
+        ):
+            with pytest.raises(ConfigError) as info:
+                await bounded(attempt())
+            assert wrong not in str(info.value)
+            assert "password" in str(info.value)
+        await store.close()
+
+        anonymous = open_redis(f"redis://127.0.0.1:{srv.port}/0")
+        with pytest.raises(ConfigError):
+            await bounded(anonymous.set(ALICE, b"k", b"v"))
+        await anonymous.close()
+
+        right = open_redis(srv.url)
+        await right.set(ALICE, b"k", b"v")
+        assert await right.get(ALICE, b"k") == b"v"
+        await right.close()
+
+
+async def test_unix_socket_url(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "unix", unix_socket=True) as srv:
+        store = open_storage(srv.unix_url.replace("db=0", "db=3"))
+        try:
+            await store.set(ALICE, b"k", b"v")
+            assert await store.get(ALICE, b"k") == b"v"
+        finally:
+            await store.close()
+        raw_client = aioredis.Redis.from_url(srv.url.replace("/0", "/3"))
+        assert await raw_client.exists(actor_keys("kelpie", ALICE).data) == 1
+        await raw_client.aclose()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A TLS-only redis-server on a loopback port with a fresh self-signed certificate."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = RedisServer(tmp_path).port  # only to pick a free port
+    process = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0",
+         "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(cert))
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                with (
+                    socket.create_connection(("127.0.0.1", port), timeout=1) as raw_sock,
+                    context.wrap_socket(raw_sock, server_hostname="127.0.0.1") as tls,
+                ):
+                    tls.sendall(b"PING\r\n")
+                    if tls.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail("the TLS redis-server did not start")
+                time.sleep(0.05)
+        yield port, cert
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_rediss_url_verifies_the_server_and_commits(tls_server: tuple[int, Path]) -> None:
+    port, cert = tls_server
+    store = open_storage(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}")
+    try:
+        async with store.transaction(ALICE) as txn:
+            assert await txn.get(b"k") is None
+            await txn.set(b"k", b"v")
+        assert await store.get(ALICE, b"k") == b"v"
+        assert await store.list_keys(ALICE) == [b"k"]
+    finally:
+        await store.close()
+    unverified = open_storage(f"rediss://127.0.0.1:{port}/0", ssl_cert_reqs="none")
+    try:
+        assert await unverified.get(ALICE, b"k") == b"v"
+    finally:
+        await unverified.close()
+    untrusted = open_storage(f"rediss://127.0.0.1:{port}/0")  # system CAs do not know it
+    try:
+        with pytest.raises(StorageUnavailableError, match="certificate"):
+            await bounded(untrusted.get(ALICE, b"k"))
+    finally:
+        await untrusted.close()
+
+
+def test_unknown_option_is_a_config_error_listing_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_redis("redis://localhost/0?prefx=a")
+    message = str(info.value)
+    assert "prefx" in message
+    for known in ("prefix", "socket_timeout", "connect_timeout", "max_connections"):
+        assert known in message
+    with pytest.raises(ConfigError, match="retry"):
+        open_redis("redis://localhost/0", retry=True)
+    with pytest.raises(ConfigError, match="ssl_cert_reqs"):
+        open_redis("redis://localhost/0?ssl_cert_reqs=none")  # TLS options need rediss://
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost/0?prefix=a{b",
+        "redis://localhost/0?prefix=",
+        "redis://localhost/0?prefix=a%20b",
+        "redis://localhost/x",
+        "redis://localhost/0/1",
+        "redis://localhost/-1",
+        "redis:///0",
+        "redis://localhost/0?socket_timeout=0",
+        "redis://localhost/0?max_connections=0",
+        "redis://localhost/0?prefix=a&prefix=b",
+        "unix://relative.sock",
+        "unix:///tmp/r.sock?db=x",
+        "rediss://localhost/0?ssl_cert_reqs=maybe",
+    ],
+)
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_redis(url)
+
+
+def test_urls_open_without_network_io_and_hide_the_password() -> None:
+    secret = "s3cret-pw"
+    store = open_storage(f"redis://user:{secret}@203.0.113.1:6390/4?prefix=svc")
+    assert isinstance(store, RedisStorage)
+    assert secret not in repr(store)
+    assert "redis://user:***@203.0.113.1:6390/4" in repr(store)
+    assert store.prefix == "svc"
+    tls = open_storage("rediss://example.invalid/0", ssl_cert_reqs="none", socket_timeout="1.5")
+    assert isinstance(tls, RedisStorage)
+    unix = open_storage(f"unix://:{secret}@/run/redis.sock?db=2")
+    assert secret not in repr(unix)
+
+
+async def test_close_is_idempotent_and_later_calls_raise(storage: RedisStorage) -> None:
+    await storage.set(ALICE, b"k", b"v")
+    await storage.close()
+    await storage.close()
+    with pytest.raises(StorageClosedError):
+        await storage.get(ALICE, b"k")
+    with pytest.raises(StorageClosedError):
+        storage.transaction(ALICE)
+
+
+async def test_no_redis_exception_escapes_under_repeated_outages(
+    server: RedisServer, storage: RedisStorage
+) -> None:
+    operations: list[Any] = [
+        lambda: storage.get(ALICE, b"k"),
+        lambda: storage.set(ALICE, b"k", b"v"),
+        lambda: storage.delete(ALICE, b"k"),
+        lambda: storage.list_keys(ALICE, b"k"),
+    ]
+    seen: set[type[BaseException]] = set()
+    for round_ in range(3):
+        txn = storage.transaction(ALICE)
+        with contextlib.suppress(KelpieError):
+            await txn.get(b"k")
+        if round_ % 2 == 0:
+            server.kill()
+        else:
+            server.stop()
+        for operation in operations:
+            try:
+                await bounded(operation())
+            except KelpieError as exc:
+                seen.add(type(exc))
+        with contextlib.suppress(KelpieError):
+            await txn.set(b"k", b"t")
+            await txn.commit()
+        server.start()
+        await bounded(storage.set(ALICE, b"k", b"ok"))
+    assert seen == {StorageUnavailableError}
