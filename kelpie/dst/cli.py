@@ -1,0 +1,143 @@
+"""``kelpie dst``: run a storm of seeds from the command line.
+
+``add_dst_arguments(parser)`` declares the options; ``run_dst_command(args)``
+runs the storm, draws a progress bar on stderr, prints the summary table on
+stdout and returns 1 if any seed broke an invariant (0 otherwise)::
+
+    kelpie dst --seeds 100 --workload ledger --faults all --crashes
+    kelpie dst --seed 42                      # replay one seed exactly
+    kelpie dst --seeds 10000 --start 0 --crashes --quiet   # the soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from kelpie.dst.faults import FaultPlan
+from kelpie.dst.harness import RUNTIMES, SeedResult, SimConfig
+from kelpie.dst.storm import run_storm
+from kelpie.dst.workloads import WORKLOADS
+from kelpie.errors import ConfigError
+
+__all__ = ["add_dst_arguments", "run_dst_command"]
+
+
+def add_dst_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``kelpie dst`` options on ``parser``."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--seeds", type=int, default=100, metavar="N", help="run N seeds (default 100)"
+    )
+    which.add_argument("--seed", type=int, metavar="S", help="run (replay) only seed S")
+    parser.add_argument(
+        "--start", type=int, default=0, metavar="S", help="first seed of --seeds (default 0)"
+    )
+    parser.add_argument(
+        "--workload", choices=sorted(WORKLOADS), default="ledger", help="default: ledger"
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        default=None,
+        help="a real backend (real time, not deterministic); default: memory:// in virtual time",
+    )
+    parser.add_argument(
+        "--faults",
+        metavar="SPEC",
+        default="all",
+        help="none | all | all*SCALE | KIND[:p=P][:ops=a|b][:after=N][:max=N][:delay=LO-HI]"
+        "[:duration=S],...  (default: all)",
+    )
+    parser.add_argument(
+        "--crashes", action="store_true", help="crash the whole process at random points"
+    )
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    parser.add_argument("--steps", type=int, default=40, help="steps per client (default 40)")
+    parser.add_argument(
+        "--runtime",
+        choices=sorted(RUNTIMES),
+        default="kelpie",
+        help="runtime under test (naive: the atomicity-gap foil)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--verbose", action="store_true", help="with --seed: print the digest and every violation"
+    )
+
+
+class _Progress:
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.done = 0
+        self.failed = 0
+
+    def __call__(self, result: SeedResult) -> None:
+        self.done += 1
+        self.failed += bool(result.violations)
+        tty = self.stream.isatty()
+        step = max(1, self.total // 20)
+        if not tty and self.done % step and self.done != self.total:
+            return  # a log file gets a line every 5%, not one per seed
+        width = 30
+        filled = width * self.done // max(1, self.total)
+        bar = "#" * filled + "-" * (width - filled)
+        prefix = "\r" if tty else ""
+        self.stream.write(
+            f"{prefix}[{bar}] {self.done}/{self.total} seeds, {self.failed} failing, "
+            f"seed {result.seed}  "
+        )
+        if self.done == self.total or not tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run_dst_command(args: argparse.Namespace) -> int:
+    """Run ``kelpie dst``; the exit status is 1 on any violation, 2 on bad options."""
+    try:
+        faults = FaultPlan.parse(args.faults)
+    except ConfigError as exc:
+        print(f"kelpie dst: {exc}", file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        seeds = [args.seed]
+    else:
+        if args.seeds < 1:
+            print("kelpie dst: --seeds must be at least 1", file=sys.stderr)
+            return 2
+        seeds = list(range(args.start, args.start + args.seeds))
+    if args.clients < 1 or args.steps < 0:
+        print("kelpie dst: --clients must be >= 1 and --steps >= 0", file=sys.stderr)
+        return 2
+    config = SimConfig(
+        seed=seeds[0],
+        faults=faults,
+        crashes=args.crashes,
+        clients=args.clients,
+        steps=args.steps,
+        runtime=args.runtime,
+        storage_url=args.storage,
+    )
+    progress = None if args.quiet else _Progress(len(seeds), sys.stderr)
+    storm = run_storm(seeds, config, args.workload, progress=progress)
+    print(storm.summary())
+    if args.seed is not None:
+        result = storm.results[0]
+        print(f"digest  {result.digest}")
+        if args.verbose:
+            for violation in result.violations:
+                print(violation)
+    return 0 if storm.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kelpie.dst.cli``: the same command without the ``kelpie`` wrapper."""
+    parser = argparse.ArgumentParser(prog="kelpie dst", description=__doc__.splitlines()[0])
+    add_dst_arguments(parser)
+    return run_dst_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""A storm: many seeds of one workload, and a summary a person can act on.
+
+``run_storm(seeds, config, workload)`` runs every seed (each fully
+independent), counts invocations and faults fired by type, lists the
+configured faults that never fired (a fault that never fires proves
+nothing), and turns each failing seed into replay commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kelpie.dst.harness import SeedResult, SimConfig, Workload, run_seed
+from kelpie.dst.workloads import WORKLOADS
+
+__all__ = ["StormResult", "replay_commands", "run_storm"]
+
+
+def replay_commands(
+    seed: int, config: SimConfig, workload: str, *, pytest_target: str = "tests/dst"
+) -> list[str]:
+    """The commands that replay ``seed`` exactly: the CLI (built-in workloads), and pytest."""
+    pytest_cmd = f"KELPIE_DST_SEED={seed} pytest {pytest_target}"
+    if workload not in WORKLOADS or config.invariants:
+        return [pytest_cmd]
+    cli = ["kelpie", "dst", "--seed", str(seed), "--workload", workload]
+    cli += ["--faults", config.faults.describe()]
+    if config.crashes:
+        cli.append("--crashes")
+    if config.runtime != "kelpie":
+        cli += ["--runtime", config.runtime]
+    if config.storage_url is not None:
+        cli += ["--storage", config.storage_url]
+    cli += ["--clients", str(config.clients), "--steps", str(config.steps)]
+    return [" ".join(shlex.quote(part) for part in cli), pytest_cmd]
+
+
+@dataclass
+class StormResult:
+    """Everything a storm learned."""
+
+    workload: str
+    config: SimConfig
+    results: list[SeedResult] = field(default_factory=list)
+    wall_time: float = 0.0
+
+    @property
+    def seeds(self) -> int:
+        return len(self.results)
+
+    @property
+    def invocations(self) -> int:
+        return sum(r.invocations for r in self.results)
+
+    @property
+    def invocations_per_second(self) -> float:
+        return self.invocations / self.wall_time if self.wall_time > 0 else 0.0
+
+    @property
+    def faults(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for result in self.results:
+            total.update(result.faults)
+        return {str(kind): total[kind] for kind in sorted(total)}
+
+    @property
+    def configured_faults(self) -> list[str]:
+        return sorted({str(s.kind) for s in self.config.faults.specs if s.probability > 0})
+
+    @property
+    def never_fired(self) -> list[str]:
+        fired = self.faults
+        return [kind for kind in self.configured_faults if not fired.get(kind)]
+
+    @property
+    def failing(self) -> list[SeedResult]:
+        return [r for r in self.results if r.violations]
+
+    @property
+    def violations(self) -> int:
+        return sum(r.violation_count for r in self.results)
+
+    @property
+    def crashes(self) -> int:
+        return sum(r.crashes for r in self.results)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
+
+    def summary(self, *, max_failures: int = 10) -> str:
+        """A plain-text table: seeds, invocations, speed, faults, violations, replays."""
+        rows: list[tuple[str, str]] = [
+            ("workload", f"{self.workload} (runtime: {self.config.runtime})"),
+            ("storage", self.config.storage_url or "memory:// (virtual time)"),
+            ("seeds", str(self.seeds)),
+            ("invocations", str(self.invocations)),
+            ("invocations/s", f"{self.invocations_per_second:,.0f}"),
+            ("acknowledged", str(sum(r.acknowledged for r in self.results))),
+            ("given up", str(sum(r.gave_up for r in self.results))),
+            ("process crashes", str(self.crashes)),
+            ("wall time", f"{self.wall_time:.2f} s"),
+        ]
+        fired = self.faults
+        for kind in sorted(set(self.configured_faults) | set(fired)):
+            rows.append((f"fault {kind}", str(fired.get(kind, 0))))
+        rows.append(("never fired", ", ".join(self.never_fired) or "-"))
+        rows.append(("violations", str(self.violations)))
+        rows.append(("failing seeds", str(len(self.failing))))
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+        for result in self.failing[:max_failures]:
+            lines.append("")
+            lines.append(f"seed {result.seed} FAILED ({result.violation_count} violations):")
+            lines.extend(f"  - {v.splitlines()[0]}" for v in result.violations[:3])
+            lines.append("  replay:")
+            lines.extend(
+                f"    {cmd}" for cmd in replay_commands(result.seed, self.config, self.workload)
+            )
+        if len(self.failing) > max_failures:
+            lines.append(f"... and {len(self.failing) - max_failures} more failing seeds")
+        return "\n".join(lines)
+
+
+def run_storm(
+    seeds: Iterable[int],
+    config: SimConfig,
+    workload: str | Callable[[], Workload] = "ledger",
+    *,
+    progress: Callable[[SeedResult], None] | None = None,
+    stop_on_failure: bool = False,
+) -> StormResult:
+    """Run ``config`` once per seed (``config.seed`` is replaced by each seed)."""
+    if isinstance(workload, str):
+        name = workload
+        factory = WORKLOADS[workload]
+    else:
+        factory = workload
+        name = getattr(workload, "name", getattr(workload, "__name__", "custom"))
+    storm = StormResult(name, config)
+    started = time.perf_counter()
+    for seed in seeds:
+        result = run_seed(factory, dataclasses.replace(config, seed=seed))
+        storm.results.append(result)
+        if progress is not None:
+            progress(result)
+        if stop_on_failure and result.violations:
+            break
+    storm.wall_time = time.perf_counter() - started
+    return storm
