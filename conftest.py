@@ -1,0 +1,3 @@
+"""Loads kelpie's pytest plugin: ``--storage-url`` and the storage fixtures."""
+
+pytest_plugins = ["kelpie.testing.plugin"]

@@ -1,0 +1,108 @@
+"""``kelpie conformance URL``: run the storage conformance suite against one storage URL.
+
+The suite (``kelpie.testing.conformance``) runs under pytest with kelpie's
+plugin, exactly as ``pytest --pyargs kelpie.testing.conformance -p
+kelpie.testing.plugin --storage-url=URL`` would. Every test writes only to
+actors with fresh unique ids, so pointing it at a shared deployment is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["conformance_pytest_args", "run_conformance"]
+
+_REQUIRED = ("pytest", "pytest_asyncio", "hypothesis")
+_INSTALL_HINT = "pip install 'kelpie[test]'"
+
+
+def _missing_modules() -> list[str]:
+    return [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
+
+
+def conformance_pytest_args(url: str, extra_pytest_args: Sequence[str] = ()) -> list[str]:
+    """The pytest command line that runs the suite against ``url``."""
+    return [
+        "--pyargs",
+        "kelpie.testing.conformance",
+        "-p",
+        "kelpie.testing.plugin",
+        "-p",
+        "no:cacheprovider",  # write nothing into the installed package's directory
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "--storage-url",
+        url,
+        *extra_pytest_args,
+    ]
+
+
+def _cannot_open(url: str) -> str | None:
+    """Why ``url`` cannot be opened at all (unknown scheme, bad option), or ``None``."""
+    from kelpie.errors import ConfigError
+    from kelpie.storage.registry import open_storage
+
+    try:
+        storage = open_storage(url)
+    except ConfigError as exc:
+        return str(exc)
+    asyncio.run(storage.close())
+    return None
+
+
+class _Tally:
+    """A pytest plugin object counting test outcomes for the summary line."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+        self.skipped = 0
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when == "call" and report.passed:
+            self.passed += 1
+        elif report.failed:
+            self.failed += 1
+        elif report.skipped:
+            self.skipped += 1
+
+
+def run_conformance(url: str, extra_pytest_args: list[str]) -> int:
+    """Run the conformance suite against ``url``; print a summary; 0 if every test passed."""
+    from kelpie.testing.backends import url_id
+
+    where = url_id(url)
+    missing = _missing_modules()
+    if missing:
+        print(
+            f"kelpie conformance: needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {_INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+
+    problem = _cannot_open(url)
+    if problem is not None:
+        print(f"kelpie conformance: cannot open {where}: {problem}", file=sys.stderr)
+        return 2
+
+    import pytest
+
+    tally = _Tally()
+    code = int(pytest.main(conformance_pytest_args(url, extra_pytest_args), plugins=[tally]))
+    if code == 0 and tally.failed == 0 and tally.passed > 0:
+        print(f"kelpie conformance: PASS {where}: {tally.passed} passed, {tally.skipped} skipped")
+        return 0
+    if code == 0:
+        # pytest succeeded but nothing ran (e.g. -k deselected everything).
+        print(f"kelpie conformance: FAIL {where}: no conformance test ran")
+        return 1
+    print(
+        f"kelpie conformance: FAIL {where}: {tally.failed} failed, {tally.passed} passed, "
+        f"{tally.skipped} skipped (pytest exit code {code})"
+    )
+    return code

@@ -1,0 +1,234 @@
+"""pytest plugin: the fixtures the conformance suite (and kelpie's own tests) run on.
+
+Load it with ``-p kelpie.testing.plugin`` or ``pytest_plugins = ["kelpie.testing.plugin"]``.
+
+``--storage-url=URL`` (repeatable) runs every storage test against only those
+URLs, opened with ``kelpie.open_storage(url)`` — any scheme, including a
+third party's. Without it, tests run against every built-in backend:
+``memory``, ``fakeredis``, ``redis`` (one redis-server per session on a free
+loopback port, a unique key prefix per test) and ``lmdb`` (a temporary
+directory per test); a backend whose packages are missing is skipped with the
+reason.
+
+Fixtures:
+
+- ``storage_backend``: the backend's name (or the password-free URL).
+- ``storage``: an open ``Storage``, closed after the test.
+- ``open_storage_again``: ``await open_storage_again()`` returns a *new*
+  ``Storage`` on the same data (reopen after close; two at once act like two
+  processes). Everything it opened is closed after the test.
+- ``store_handle``: the ``StoreHandle`` behind both, for code that runs its
+  own event loop (the Hypothesis state machine).
+- ``new_actor``: ``new_actor("label")`` returns a unique ``ActorId``, so tests
+  never touch anything on a shared deployment but their own records.
+- ``redis_server``: the session's ``RedisServer``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+
+from kelpie.actor.id import ActorId
+from kelpie.storage.protocol import Storage
+from kelpie.testing.backends import (
+    BUILTIN_BACKENDS,
+    StoreHandle,
+    builtin_handle,
+    missing_requirement,
+    url_handle,
+    url_id,
+)
+
+if TYPE_CHECKING:
+    from kelpie.testing.redis_server import RedisServer
+
+__all__ = ["ActorFactory", "Reopen"]
+
+Reopen = Callable[[], Awaitable[Storage]]
+"""The type of the ``open_storage_again`` fixture."""
+
+_URL_OPTION = "kelpie_storage_urls"
+_URL_PREFIX = "url:"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kelpie", "kelpie storage conformance")
+    group.addoption(
+        "--storage-url",
+        action="append",
+        dest=_URL_OPTION,
+        default=[],
+        metavar="URL",
+        help="run storage tests only against this storage URL (repeatable); "
+        "default: every built-in backend",
+    )
+    group.addoption(
+        "--no-reopen",
+        action="store_true",
+        dest="kelpie_no_reopen",
+        default=False,
+        help="the storage URL opens a new, empty store each time (not durable, not "
+        "shareable): skip the tests that reopen it or open it twice",
+    )
+    group.addoption(
+        "--conformance-examples",
+        action="store",
+        type=int,
+        default=100,
+        metavar="N",
+        help="Hypothesis examples for the model-based storage test (default 100)",
+    )
+
+
+def storage_urls(config: pytest.Config) -> list[str]:
+    """The ``--storage-url`` values given on the command line."""
+    urls: list[str] = config.getoption(_URL_OPTION) or []
+    return urls
+
+
+def reopen_disabled(config: pytest.Config) -> bool:
+    """True if ``--no-reopen`` says the store cannot be reopened on the same data."""
+    return bool(config.getoption("kelpie_no_reopen", default=False))
+
+
+def _pinned(metafunc: pytest.Metafunc) -> bool:
+    """True if the test parametrises ``storage_backend`` itself, e.g.
+    ``@pytest.mark.parametrize("storage_backend", ["memory"], indirect=True)``."""
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "storage_backend" in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "storage_backend" not in metafunc.fixturenames or _pinned(metafunc):
+        return
+    urls = storage_urls(metafunc.config)
+    params: list[object]
+    if urls:
+        params = [pytest.param(_URL_PREFIX + url, id=url_id(url)) for url in urls]
+    else:
+        params = []
+        for name in BUILTIN_BACKENDS:
+            reason = missing_requirement(name)
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
+            params.append(pytest.param(name, id=name, marks=marks))
+    metafunc.parametrize("storage_backend", params, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session, on a free loopback port."""
+    reason = missing_requirement("redis")
+    if reason is not None:
+        pytest.skip(reason)
+    from kelpie.testing.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """The backend under test: a built-in name, or the password-free URL."""
+    param = getattr(request, "param", None)
+    if param is None:
+        # Requested without parametrisation (e.g. from a plain test): memory.
+        return "memory"
+    value = str(param)
+    return url_id(value.removeprefix(_URL_PREFIX)) if value.startswith(_URL_PREFIX) else value
+
+
+@pytest.fixture
+def store_handle(
+    storage_backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[StoreHandle]:
+    """A fresh store (or the user's URL) that the storage fixtures open."""
+    callspec = getattr(request.node, "callspec", None)
+    raw = callspec.params.get("storage_backend") if callspec is not None else None
+    param = storage_backend if raw is None else str(raw)
+    if param.startswith(_URL_PREFIX):
+        handle = url_handle(param.removeprefix(_URL_PREFIX))
+    else:
+
+        def server() -> RedisServer:
+            started: RedisServer = request.getfixturevalue("redis_server")
+            return started
+
+        handle = builtin_handle(param, tmp_path=tmp_path, redis_server=server)
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
+@pytest_asyncio.fixture
+async def open_storage_again(
+    store_handle: StoreHandle, request: pytest.FixtureRequest
+) -> AsyncIterator[Reopen]:
+    """``await open_storage_again()``: a new ``Storage`` on the same data."""
+    opened: list[Storage] = []
+
+    async def reopen() -> Storage:
+        if opened and reopen_disabled(request.config):
+            pytest.skip("--no-reopen: this storage cannot be reopened on the same data")
+        storage = store_handle.open()
+        opened.append(storage)
+        return storage
+
+    try:
+        yield reopen
+    finally:
+        errors: list[BaseException] = []
+        for storage in reversed(opened):
+            try:
+                await storage.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest_asyncio.fixture
+async def storage(open_storage_again: Reopen) -> AsyncIterator[Storage]:
+    """An open ``Storage`` on a fresh store; closed after the test."""
+    opened = await open_storage_again()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+class ActorFactory:
+    """Makes ``ActorId``s no other test run shares: ``new_actor("label")``."""
+
+    def __init__(self) -> None:
+        self.run = uuid.uuid4().hex[:16]
+        self._count = 0
+
+    def suffix(self) -> str:
+        """A fresh unique string, for building ids by hand."""
+        self._count += 1
+        return f"{self.run}-{self._count}"
+
+    def __call__(self, label: str = "actor", *, namespace: str = "conformance") -> ActorId:
+        return ActorId(namespace, f"{label}-{self.suffix()}")
+
+
+@pytest.fixture
+def new_actor() -> ActorFactory:
+    """``new_actor("label")``: a unique ``ActorId`` for this test."""
+    return ActorFactory()
