@@ -41,12 +41,16 @@ class StateCodec(Protocol):
     def decode(self, data: bytes, state_type: type[Any]) -> Any: ...
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
+)
+
+
 def encode_json(value: Any, what: str) -> bytes:
     """Compact, deterministic JSON; anything JSON cannot hold raises SerializationError."""
     try:
-        return json.dumps(
-            value, separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
-        ).encode("utf-8")
+        return _ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} cannot be encoded as JSON: {exc}") from exc
 
