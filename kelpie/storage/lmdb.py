@@ -227,8 +227,8 @@ def _options(parsed: StorageURL, kwargs: dict[str, Any]) -> LMDBOptions:
             f"option 'max_map_size' of lmdb:// ({options.max_map_size}) is smaller than "
             f"'map_size' ({options.map_size})"
         )
-    if options.max_readers < 1:
-        raise ConfigError("option 'max_readers' of lmdb:// must be at least 1")
+    if not 1 <= options.max_readers <= 65536:
+        raise ConfigError("option 'max_readers' of lmdb:// must be between 1 and 65536")
     return options
 
 

@@ -188,19 +188,29 @@ class _RedisTransaction(BufferedTransaction):
             )
         try:
             if self._conn is None:
-                self._conn = await storage._acquire()
-                packed = _pack([(b"WATCH", self._keys.version), command])
+                self._conn = await storage._acquire(self.actor)
+                suffix = storage._first_read_suffix(self._keys)
+                packed = _pack([(b"WATCH", self._keys.version), command, *suffix])
                 self._watching = True
-                watch_reply, reply = await _roundtrip(self._conn, packed, 2)
+                watch_reply, reply, *suffix_replies = await _roundtrip(
+                    self._conn, packed, 2 + len(suffix)
+                )
                 if isinstance(watch_reply, rex.ResponseError):
                     raise watch_reply
             else:
+                suffix_replies = []
                 (reply,) = await _roundtrip(self._conn, _pack([command]), 1)
         except Exception as exc:
             self._broken = self._conn is not None
             raise storage._translate(exc, action) from exc
         if isinstance(reply, rex.ResponseError):
             raise storage._translate(reply, action) from reply
+        if suffix_replies:
+            try:
+                storage._check_first_read_suffix(self.actor, suffix_replies)
+            except BaseException:
+                self._broken = True  # what this transaction read cannot be trusted
+                raise
         return reply
 
     async def _read(self, key: bytes) -> bytes | None:
@@ -221,7 +231,8 @@ class _RedisTransaction(BufferedTransaction):
     async def _commit_locked(self, writes: Writes) -> None:
         storage = self._storage
         commands = _commit_commands(self._keys, writes)
-        packed = _pack(commands)
+        suffix = storage._commit_suffix()
+        packed = _pack([*commands, *suffix])
         conn = self._conn
         pinned = conn is not None
         if self._broken:
@@ -231,7 +242,7 @@ class _RedisTransaction(BufferedTransaction):
             )
         try:
             if conn is None:
-                conn = await storage._acquire()
+                conn = await storage._acquire(self.actor)
             elif not conn.is_connected or await conn.can_read() or _socket_looks_stale(conn):
                 # The connection holding our WATCH died: we can no longer detect
                 # a conflicting commit, so refuse before sending anything.
@@ -242,7 +253,7 @@ class _RedisTransaction(BufferedTransaction):
         except Exception as exc:
             raise storage._translate(exc, "committing") from exc
         try:
-            replies = await _roundtrip(conn, packed, len(commands))
+            replies = await _roundtrip(conn, packed, len(commands) + len(suffix))
         except Exception as exc:
             self._broken = True
             raise storage._translate(exc, "committing", sent=True) from exc
@@ -250,7 +261,9 @@ class _RedisTransaction(BufferedTransaction):
             self._watching = False  # EXEC (or a dropped connection) ends every WATCH
             if not pinned:
                 await storage._release(conn)
-        self._check_exec(replies)
+        self._check_exec(replies[: len(commands)])
+        if suffix:
+            storage._check_commit_suffix(self.actor, replies[len(commands) :])
 
     def _check_exec(self, replies: list[Any]) -> None:
         storage = self._storage
@@ -336,9 +349,13 @@ class RedisStorage(StorageBase):
             exc, where=self.where, action=action, sent=sent, secret=self._secret
         )
 
-    async def _acquire(self) -> AbstractConnection:
-        """A connected, clean connection from the pool; raw redis errors propagate."""
-        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+    async def _acquire(self, actor: ActorId) -> AbstractConnection:
+        """A connected, clean connection to the server holding ``actor``; raw errors propagate."""
+        return await self._checkout(self._pool)
+
+    async def _checkout(self, pool: ConnectionPool) -> AbstractConnection:
+        """A connected, clean connection from ``pool``; raw redis errors propagate."""
+        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             if _socket_looks_stale(conn):
                 # The server closed it (restart, idle timeout) before the event
@@ -346,17 +363,31 @@ class RedisStorage(StorageBase):
                 await conn.disconnect(nowait=True)
                 await conn.connect()  # type: ignore[no-untyped-call]
         except BaseException:
-            await self._release(conn)
+            await pool.release(conn)
             raise
         return conn
 
     async def _release(self, conn: AbstractConnection) -> None:
         await self._pool.release(conn)
 
-    async def _run(self, command: _Command, action: str) -> Any:
+    def _commit_suffix(self) -> Sequence[_Command]:
+        """Commands sent after ``EXEC`` in a commit's round trip (none here; see redis_cluster)."""
+        return ()
+
+    def _check_commit_suffix(self, actor: ActorId, replies: list[Any]) -> None:
+        """Judge the replies to ``_commit_suffix()`` once ``EXEC`` succeeded."""
+
+    def _first_read_suffix(self, keys: ActorKeys) -> Sequence[_Command]:
+        """Commands sent after a transaction's first read, same round trip (none here)."""
+        return ()
+
+    def _check_first_read_suffix(self, actor: ActorId, replies: list[Any]) -> None:
+        """Judge the replies to ``_first_read_suffix()``; raise to fail the read."""
+
+    async def _run(self, actor: ActorId, command: _Command, action: str) -> Any:
         """One command outside any transaction, on a pooled connection."""
         try:
-            conn = await self._acquire()
+            conn = await self._acquire(actor)
             try:
                 (reply,) = await _roundtrip(conn, _pack([command]), 1)
             finally:
@@ -369,13 +400,13 @@ class RedisStorage(StorageBase):
 
     async def _get(self, actor: ActorId, key: bytes) -> bytes | None:
         keys = actor_keys(self.prefix, actor)
-        reply = await self._run((b"HGET", keys.data, key), "reading a key")
+        reply = await self._run(actor, (b"HGET", keys.data, key), "reading a key")
         return None if reply is None else bytes(reply)
 
     async def _list_keys(self, actor: ActorId, prefix: bytes) -> list[bytes]:
         keys = actor_keys(self.prefix, actor)
         low, high = lex_range(prefix)
-        reply = await self._run((b"ZRANGEBYLEX", keys.index, low, high), "listing keys")
+        reply = await self._run(actor, (b"ZRANGEBYLEX", keys.index, low, high), "listing keys")
         return [bytes(key) for key in reply]
 
     def _transaction(self, actor: ActorId) -> _RedisTransaction:
@@ -442,6 +473,11 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
     if scheme == "unix":
         known["db"] = as_str
     opts = merge_options(scheme, parsed.options, options, known)
+    if parsed.hosts:
+        raise ConfigError(
+            f"a {scheme}:// URL names one server; for Redis Cluster seeds use "
+            "redis+cluster://host:port,host:port"
+        )
 
     prefix = check_prefix_name(opts.get("prefix", DEFAULT_PREFIX))
     socket_timeout = _positive("socket_timeout", opts.get("socket_timeout", 5.0))

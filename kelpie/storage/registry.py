@@ -45,6 +45,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "redis": ("kelpie.storage.redis:open_redis", "redis"),
     "rediss": ("kelpie.storage.redis:open_redis", "redis"),
     "unix": ("kelpie.storage.redis:open_redis", "redis"),
+    "redis+cluster": ("kelpie.storage.redis_cluster:open_redis_cluster", "redis"),
 }
 _registered: dict[str, StorageFactory] = {}
 

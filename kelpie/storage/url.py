@@ -26,6 +26,9 @@ class StorageURL:
     port: int | None = None
     path: str = ""
     query: tuple[tuple[str, str], ...] = ()
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    """Every ``host[:port]`` of a netloc listing several, comma-separated (cluster seeds);
+    ``host``/``port`` are the first. Empty for the usual one-host URL."""
 
     @classmethod
     def parse(cls, url: str) -> StorageURL:
@@ -36,10 +39,21 @@ class StorageURL:
                 "a storage URL looks like scheme://..., e.g. memory://, "
                 "lmdb://./kelpie-data or redis://localhost:6379/0"
             )
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unbalanced "[" in the host
+            raise ConfigError(f"malformed storage URL: {exc}") from exc
         scheme = parts.scheme.lower()
         if not scheme:
             raise ConfigError("the storage URL has no scheme")
+        hosts: tuple[tuple[str, int | None], ...] = ()
+        userinfo, at, hostlist = parts.netloc.rpartition("@")
+        if "," in hostlist:
+            seeds = [cls.parse(f"{scheme}://{one}") for one in hostlist.split(",")]
+            hosts = tuple((seed.host or "", seed.port) for seed in seeds)
+            if not all(host for host, _ in hosts):
+                raise ConfigError(f"the {scheme}:// URL lists an empty host")
+            parts = parts._replace(netloc=f"{userinfo}{at}{hostlist.split(',')[0]}")
         try:
             port = parts.port
         except ValueError as exc:
@@ -56,6 +70,7 @@ class StorageURL:
             port=port,
             path=unquote(parts.path),
             query=query,
+            hosts=hosts,
         )
 
     @property
@@ -76,12 +91,12 @@ class StorageURL:
             if self.password is not None:
                 auth += ":***"
             auth += "@"
-        host = self.host or ""
-        if host and ":" in host:
-            host = f"[{host}]"
-        port = f":{self.port}" if self.port is not None else ""
+        netloc = ",".join(
+            (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+            for host, port in (self.hosts or ((self.host or "", self.port),))
+        )
         query = "&".join(f"{k}={v}" for k, v in self.query)
-        return f"{self.scheme}://{auth}{host}{port}{self.path}" + (f"?{query}" if query else "")
+        return f"{self.scheme}://{auth}{netloc}{self.path}" + (f"?{query}" if query else "")
 
     def __repr__(self) -> str:
         return f"StorageURL({self.render()!r})"

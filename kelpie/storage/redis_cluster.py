@@ -1,0 +1,369 @@
+"""``redis+cluster://``: actor records in Redis Cluster, one hash slot per actor.
+
+Every record of an actor lives in one hash slot (the hash tag of
+``kelpie.storage.redis_keys``), so a transaction is exactly the single-server
+one of ``kelpie.storage.redis`` — ``WATCH`` at the first read, then
+``MULTI``/writes/``INCR version``/``EXEC`` in one round trip — sent to the
+master that owns the actor's slot. This module only adds the routing:
+
+- a slot map built from ``CLUSTER SLOTS`` (asked of any reachable node, seeds
+  first time) and one no-retry connection pool per node;
+- ``MOVED``/``ASK``/``CLUSTERDOWN``/``TRYAGAIN``/``READONLY``, a refused or
+  broken connection: the map is marked stale (refreshed before the next
+  operation) and the caller gets ``StorageUnavailableError`` — or
+  ``CommitOutcomeUnknownError`` once a commit's bytes may have reached a
+  server, exactly as on one server. Nothing is retried behind the caller's
+  back, so an outage is bounded by the connect and socket timeouts;
+- ``wait_replicas=N``: ``WAIT N wait_timeout_ms`` follows ``EXEC`` in the same
+  round trip; a commit is acknowledged only when N replicas have it, and
+  fewer is ``CommitOutcomeUnknownError`` (it is on the master and may be lost
+  by a failover). A transaction's first read is followed by a tiny write to
+  the actor's marker key (``…:w``) and ``WAIT`` too, so a transaction never
+  starts from — nor replays an idempotent result of — a commit the replicas
+  have not confirmed (``StorageUnavailableError`` otherwise). See
+  ``docs/scale-out.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions as rex
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from kelpie.actor.id import ActorId
+from kelpie.errors import CommitOutcomeUnknownError, ConfigError, StorageUnavailableError
+from kelpie.storage.options import as_float, as_int, as_str, merge_options
+from kelpie.storage.redis import DEFAULT_PREFIX, RedisStorage, _pack, _roundtrip
+from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name
+from kelpie.storage.url import StorageURL
+
+__all__ = ["RedisClusterStorage", "open_redis_cluster"]
+
+_DEFAULT_PORT = 6379
+_CLUSTER_SLOTS = _pack([(b"CLUSTER", b"SLOTS")])
+
+Address = tuple[str, int]
+
+# Replies and failures after which the slot map may be wrong: refresh it.
+_TOPOLOGY_ERRORS = (
+    rex.AskError,  # MOVED is a subclass
+    rex.ClusterDownError,  # CLUSTERDOWN, MASTERDOWN
+    rex.TryAgainError,
+    rex.ReadOnlyError,
+    rex.ConnectionError,
+    rex.TimeoutError,
+    OSError,
+    EOFError,
+)
+
+
+class RedisClusterStorage(RedisStorage):
+    """Storage on a Redis Cluster: the Redis backend's transactions, routed by hash slot.
+
+    Built by ``open_redis_cluster(url)``; ``seeds`` are the nodes asked for the
+    slot map first. ``connection_kwargs`` configure every node's pool (no
+    retries, ever: a retried ``EXEC`` could apply twice).
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[Address],
+        *,
+        connection_kwargs: dict[str, Any],
+        prefix: str = DEFAULT_PREFIX,
+        description: str,
+        secret: str | None = None,
+        max_connections: int = 100,
+        pool_timeout: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
+        # RedisStorage.__init__ wants one client; a cluster has one pool per node.
+        if not seeds:
+            raise ConfigError("a redis+cluster:// URL needs at least one seed host:port")
+        self.prefix = check_prefix_name(prefix)
+        self.where = description
+        self._secret = secret
+        self._close_client = True
+        self._seeds: tuple[Address, ...] = tuple(seeds)
+        self._connection_kwargs = dict(connection_kwargs)
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._refresh_timeout = float(connection_kwargs.get("socket_connect_timeout", 2.0))
+        self._pools: dict[Address, BlockingConnectionPool] = {}
+        self._borrowed: dict[int, BlockingConnectionPool] = {}
+        self._known: dict[Address, None] = dict.fromkeys(self._seeds)  # ordered set
+        self._slots: list[Address | None] | None = None
+        self._stale = True
+        self._refresh_lock = asyncio.Lock()
+        self.refreshes = 0
+        """How many times the slot map was (re)loaded: for tests and metrics."""
+
+    def __repr__(self) -> str:
+        return f"RedisClusterStorage({self.where}, prefix={self.prefix!r})"
+
+    # -- routing ------------------------------------------------------------------
+
+    def _node_pool(self, address: Address) -> BlockingConnectionPool:
+        pool = self._pools.get(address)
+        if pool is None:
+            pool = BlockingConnectionPool(
+                connection_class=Connection,
+                max_connections=self._max_connections,
+                timeout=self._pool_timeout,
+                host=address[0],
+                port=address[1],
+                **self._connection_kwargs,
+            )
+            self._pools[address] = pool
+        return pool
+
+    def slot_of(self, actor: ActorId) -> int:
+        """The hash slot holding every record of ``actor``."""
+        return int(key_slot(actor_keys(self.prefix, actor).version))
+
+    def master_of(self, actor: ActorId) -> Address | None:
+        """The master this storage currently routes ``actor`` to (``None`` before first use)."""
+        slots = self._slots
+        return None if slots is None else slots[self.slot_of(actor)]
+
+    async def _acquire(self, actor: ActorId) -> AbstractConnection:
+        if self._stale or self._slots is None:
+            await self._refresh()
+        slots = self._slots
+        assert slots is not None
+        slot = self.slot_of(actor)
+        address = slots[slot]
+        if address is None:
+            self._stale = True
+            raise rex.ClusterDownError(f"CLUSTERDOWN no master serves hash slot {slot}")
+        pool = self._node_pool(address)
+        conn = await self._checkout(pool)
+        self._borrowed[id(conn)] = pool
+        return conn
+
+    async def _release(self, conn: AbstractConnection) -> None:
+        pool = self._borrowed.pop(id(conn), None)
+        if pool is not None:
+            await pool.release(conn)
+
+    async def _refresh(self) -> None:
+        """Reload the slot map from the first node that answers ``CLUSTER SLOTS``."""
+        async with self._refresh_lock:
+            if not self._stale and self._slots is not None:
+                return  # another task refreshed it while this one waited
+            last: BaseException | None = None
+            for address in list(self._known):
+                try:
+                    reply = await self._ask_slots(address)
+                except (rex.RedisError, OSError, EOFError, TimeoutError) as exc:
+                    reply = exc
+                if isinstance(reply, BaseException) or not isinstance(reply, list):
+                    last = reply if isinstance(reply, BaseException) else None
+                    # Ask a node that failed last next time (a paused node costs a timeout).
+                    del self._known[address]
+                    self._known[address] = None
+                    continue
+                self._known = {address: None, **self._known}  # ask it first next time
+                self._slots = self._build_map(address, reply)
+                self._stale = False
+                self.refreshes += 1
+                return
+            raise rex.ConnectionError(f"no cluster node answered CLUSTER SLOTS (last: {last!r})")
+
+    async def _ask_slots(self, address: Address) -> Any:
+        pool = self._node_pool(address)
+        conn = await self._checkout(pool)
+        try:
+            async with asyncio.timeout(self._refresh_timeout):
+                (reply,) = await _roundtrip(conn, _CLUSTER_SLOTS, 1)
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
+        return reply
+
+    def _build_map(self, asked: Address, reply: list[Any]) -> list[Address | None]:
+        slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+        for entry in reply:
+            start, end, master, *replicas = entry
+            address = self._address(asked, master)
+            for slot in range(int(start), int(end) + 1):
+                slots[slot] = address
+            self._known[address] = None
+            for replica in replicas:
+                self._known[self._address(asked, replica)] = None
+        return slots
+
+    @staticmethod
+    def _address(asked: Address, node: list[Any]) -> Address:
+        host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+        if host in ("", "?"):
+            host = asked[0]  # "the host you asked", per the CLUSTER SLOTS spec
+        return host, int(node[1])
+
+    # -- errors and WAIT -----------------------------------------------------------
+
+    def _translate(self, exc: BaseException, action: str, *, sent: bool = False) -> Exception:
+        if isinstance(exc, _TOPOLOGY_ERRORS):
+            self._stale = True
+        if isinstance(exc, rex.AskError):
+            # MOVED/ASK: a queued command was refused (EXEC then aborts the whole
+            # block) or a read went to a node that no longer owns the slot.
+            return StorageUnavailableError(
+                f"the hash slot moved while {action} on {self.where}; nothing was "
+                f"written; the slot map is being refreshed, retry ({exc})"
+            )
+        return super()._translate(exc, action, sent=sent)
+
+    def _commit_suffix(self) -> Sequence[Sequence[bytes]]:
+        if not self.wait_replicas:
+            return ()
+        return ((b"WAIT", b"%d" % self.wait_replicas, b"%d" % self.wait_timeout_ms),)
+
+    def _check_commit_suffix(self, actor: ActorId, replies: list[Any]) -> None:
+        (acked,) = replies
+        if isinstance(acked, int) and acked >= self.wait_replicas:
+            return
+        self._stale = True  # a master without its replicas may be about to fail over
+        raise CommitOutcomeUnknownError(
+            f"the commit on {actor} landed on its master but only {acked!r} of "
+            f"{self.wait_replicas} replicas confirmed it within {self.wait_timeout_ms} ms "
+            f"(WAIT): a failover may still lose it; reload before deciding"
+        )
+
+    def _first_read_suffix(self, keys: ActorKeys) -> Sequence[Sequence[bytes]]:
+        if not self.wait_replicas:
+            return ()
+        # WAIT only covers this connection's own writes: a tiny replicated write
+        # in the actor's slot makes it cover everything the master holds, so a
+        # transaction never trusts (nor replays an idempotent result from) a
+        # commit that a failover could still lose.
+        marker = keys.version[:-1] + b"w"
+        return (
+            (b"SET", marker, b"", b"PX", b"60000"),
+            (b"WAIT", b"%d" % self.wait_replicas, b"%d" % self.wait_timeout_ms),
+        )
+
+    def _check_first_read_suffix(self, actor: ActorId, replies: list[Any]) -> None:
+        marked, acked = replies
+        if isinstance(marked, rex.ResponseError):
+            raise self._translate(marked, "confirming replicas") from marked
+        if isinstance(acked, int) and acked >= self.wait_replicas:
+            return
+        self._stale = True
+        raise StorageUnavailableError(
+            f"the master of {actor} could not confirm its data on {self.wait_replicas} "
+            f"replicas within {self.wait_timeout_ms} ms (WAIT answered {acked!r}): what it "
+            f"holds may not survive a failover; nothing was written, retry later"
+        )
+
+    async def _close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        failure: BaseException | None = None
+        for pool in pools:
+            try:
+                await pool.aclose()
+            except Exception as exc:  # close every pool, report the first failure
+                failure = failure or exc
+        if failure is not None:
+            raise self._translate(failure, "closing") from failure
+
+
+# -- the factory ------------------------------------------------------------------
+
+_OPTIONS = {
+    "prefix": as_str,
+    "socket_timeout": as_float,
+    "connect_timeout": as_float,
+    "max_connections": as_int,
+    "pool_timeout": as_float,
+    "wait_replicas": as_int,
+    "wait_timeout_ms": as_int,
+}
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"option {name!r} must be positive, got {value!r}")
+    return value
+
+
+def _describe(parsed: StorageURL, seeds: Sequence[Address]) -> str:
+    auth = ""
+    if parsed.username is not None or parsed.password is not None:
+        auth = (parsed.username or "") + (":***" if parsed.password is not None else "") + "@"
+    hosts = ",".join(f"{host}:{port}" for host, port in seeds)
+    return f"{parsed.scheme}://{auth}{hosts}"
+
+
+def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
+    """Factory for ``redis+cluster://[user:password@]host:port[,host:port...]``; no I/O.
+
+    Options (URL query or keyword): ``prefix`` (``kelpie``), ``socket_timeout``
+    (5.0 s), ``connect_timeout`` (2.0 s), ``max_connections`` (100 per node),
+    ``pool_timeout`` (5.0 s), ``wait_replicas`` (0: acknowledge on the
+    master's reply; N: only once ``WAIT`` confirms N replicas),
+    ``wait_timeout_ms`` (1000; must stay below ``socket_timeout``).
+    """
+    parsed = StorageURL.parse(url)
+    if parsed.scheme != "redis+cluster":
+        raise ConfigError(f"open_redis_cluster cannot open {parsed.scheme}:// URLs")
+    opts = merge_options(parsed.scheme, parsed.options, options, _OPTIONS)
+    if parsed.path.strip("/"):
+        raise ConfigError("Redis Cluster has database 0 only: a redis+cluster:// URL has no path")
+    seeds = [(host, port or _DEFAULT_PORT) for host, port in parsed.hosts] or (
+        [(parsed.host, parsed.port or _DEFAULT_PORT)] if parsed.host else []
+    )
+    if not seeds:
+        raise ConfigError("a redis+cluster:// URL needs a seed: redis+cluster://host:port")
+    prefix = check_prefix_name(opts.get("prefix", DEFAULT_PREFIX))
+    socket_timeout = _positive("socket_timeout", opts.get("socket_timeout", 5.0))
+    connect_timeout = _positive("connect_timeout", opts.get("connect_timeout", 2.0))
+    pool_timeout = _positive("pool_timeout", opts.get("pool_timeout", 5.0))
+    max_connections = opts.get("max_connections", 100)
+    if max_connections < 1:
+        raise ConfigError(f"option 'max_connections' must be at least 1, got {max_connections}")
+    wait_replicas = opts.get("wait_replicas", 0)
+    if wait_replicas < 0:
+        raise ConfigError(f"option 'wait_replicas' must be >= 0, got {wait_replicas}")
+    wait_timeout_ms = opts.get("wait_timeout_ms", 1000)
+    if wait_timeout_ms < 1:
+        # WAIT n 0 blocks forever: kelpie never waits without a bound.
+        raise ConfigError(f"option 'wait_timeout_ms' must be at least 1, got {wait_timeout_ms}")
+    if wait_replicas and wait_timeout_ms >= socket_timeout * 1000:
+        raise ConfigError(
+            f"option 'wait_timeout_ms' ({wait_timeout_ms}) must be below socket_timeout "
+            f"({socket_timeout} s), or the reply to WAIT would time out first"
+        )
+    connection_kwargs: dict[str, Any] = {
+        "username": parsed.username,
+        "password": parsed.password,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "protocol": 2,
+        "driver_info": None,
+        "health_check_interval": 0,
+    }
+    return RedisClusterStorage(
+        seeds,
+        connection_kwargs=connection_kwargs,
+        prefix=prefix,
+        description=_describe(parsed, seeds),
+        secret=parsed.password,
+        max_connections=max_connections,
+        pool_timeout=pool_timeout,
+        wait_replicas=wait_replicas,
+        wait_timeout_ms=wait_timeout_ms,
+    )
