@@ -14,6 +14,7 @@ from kelpie.actor.id import ActorId
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.registry import open_storage, register_scheme
 from kelpie.storage.url import StorageURL
+from kelpie.storage.wrapper import StorageWrapper
 
 __all__ = ["BUGS", "register_broken_schemes"]
 
@@ -81,9 +82,9 @@ class _BrokenTransaction:
                 raise
 
 
-class _BrokenStorage:
+class _BrokenStorage(StorageWrapper):
     def __init__(self, inner: Storage, bug: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.bug = bug
 
     def alias(self, actor: ActorId) -> ActorId:
@@ -115,20 +116,6 @@ class _BrokenStorage:
         if self.bug == "naive-ids":
             return self.inner.transaction(self.alias(actor))
         return _BrokenTransaction(self, actor)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _factory(bug: str) -> Any:

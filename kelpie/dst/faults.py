@@ -62,6 +62,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.storage.protocol import Storage, Transaction
+from kelpie.storage.wrapper import StorageWrapper
 
 __all__ = [
     "ALL_OPS",
@@ -562,7 +563,7 @@ class FaultyTransaction:
             await self._abort_inner()
 
 
-class FaultyStorage:
+class FaultyStorage(StorageWrapper):
     """A ``Storage`` that delegates to ``inner`` and injects ``injector``'s faults.
 
     ``sever()`` models the process that holds this handle crashing: every later
@@ -571,7 +572,7 @@ class FaultyStorage:
     """
 
     def __init__(self, inner: Storage, injector: FaultInjector, *, name: str = "process") -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.injector = injector
         self.name = name
         self.severed = False
@@ -624,17 +625,3 @@ class FaultyStorage:
         if self.severed:
             raise _severed(self, "transaction", actor)
         return FaultyTransaction(self, actor, self.inner.transaction(actor))
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

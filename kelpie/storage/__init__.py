@@ -5,6 +5,7 @@ from kelpie.storage.limits import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.registry import known_schemes, open_storage, register_scheme, resolve_url
 from kelpie.storage.url import StorageURL
+from kelpie.storage.wrapper import StorageWrapper, TransactionWrapper
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -13,7 +14,9 @@ __all__ = [
     "Storage",
     "StorageBase",
     "StorageURL",
+    "StorageWrapper",
     "Transaction",
+    "TransactionWrapper",
     "known_schemes",
     "open_storage",
     "register_scheme",

@@ -7,80 +7,59 @@ enough to put a crash exactly where a test wants it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from kelpie import ActorId, CommitOutcomeUnknownError, Storage, StorageUnavailableError
 from kelpie.storage.protocol import Transaction
+from kelpie.storage.wrapper import StorageWrapper, TransactionWrapper
 
 Outcome = Literal["not-applied", "applied-reply-lost", "not-applied-reply-lost"]
 WritePredicate = Callable[[ActorId, dict[bytes, bytes | None]], bool]
 
 
-class _ScriptedTransaction:
+class _ScriptedTransaction(TransactionWrapper):
     def __init__(self, owner: ScriptedStorage, actor: ActorId, inner: Transaction) -> None:
+        super().__init__(inner)
         self._owner = owner
         self._actor = actor
-        self._inner = inner
         self._writes: dict[bytes, bytes | None] = {}
-        self._ended = False
 
     async def get(self, key: bytes) -> bytes | None:
         self._owner._maybe_fail_read()
-        return await self._inner.get(key)
+        return await self.inner.get(key)
 
     async def set(self, key: bytes, value: bytes) -> None:
-        await self._inner.set(key, value)
+        await self.inner.set(key, value)
         self._writes[key] = value
 
     async def delete(self, key: bytes) -> None:
-        await self._inner.delete(key)
+        await self.inner.delete(key)
         self._writes[key] = None
 
     async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
         self._owner._maybe_fail_read()
-        return await self._inner.list_keys(prefix)
+        return await self.inner.list_keys(prefix)
 
     async def commit(self) -> None:
-        self._ended = True
+        self.ended = True
         outcome = self._owner._take_commit_fault(self._actor, self._writes)
         if outcome is None:
-            await self._inner.commit()
+            await self.inner.commit()
         elif outcome == "applied-reply-lost":
-            await self._inner.commit()
+            await self.inner.commit()
             raise CommitOutcomeUnknownError("scripted: commit applied, reply lost")
         else:
-            await self._inner.abort()
+            await self.inner.abort()
             if outcome == "not-applied":
                 raise StorageUnavailableError("scripted: crash before the commit applied")
             raise CommitOutcomeUnknownError("scripted: commit not applied, reply lost")
 
-    async def abort(self) -> None:
-        self._ended = True
-        await self._inner.abort()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._ended:
-            return
-        if exc_type is None:
-            await self.commit()
-        else:
-            await self.abort()
-
-
-class ScriptedStorage:
+class ScriptedStorage(StorageWrapper):
     """Delegates to ``inner``; fails the commits and reads a test asks it to."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._commit_faults: list[tuple[Outcome, WritePredicate]] = []
         self._failing_reads = 0
         self.commits_failed = 0
@@ -128,17 +107,3 @@ class ScriptedStorage:
 
     def transaction(self, actor: ActorId) -> _ScriptedTransaction:
         return _ScriptedTransaction(self, actor, self.inner.transaction(actor))
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
