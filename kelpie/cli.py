@@ -32,6 +32,12 @@ _COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_dst_command",
         "run deterministic simulation seeds with fault injection",
     ),
+    "bench": (
+        "kelpie.bench.command",
+        "add_arguments",
+        "run",
+        "measure invocations/s and latency per backend, beside the raw client",
+    ),
 }
 
 

@@ -51,7 +51,21 @@ def add_dst_arguments(parser: argparse.ArgumentParser) -> None:
         "[:duration=S],...  (default: all)",
     )
     parser.add_argument(
-        "--crashes", action="store_true", help="crash the whole process at random points"
+        "--crashes",
+        action="store_true",
+        help="crash the whole process at random points, some while a commit batch is written",
+    )
+    parser.add_argument(
+        "--no-group-commit",
+        action="store_true",
+        help="memory:// commits one at a time instead of in group-commit batches",
+    )
+    parser.add_argument(
+        "--commit-latency",
+        type=float,
+        metavar="S",
+        default=None,
+        help="virtual seconds each commit batch waits (default: drawn per seed, 0-5 ms)",
     )
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     parser.add_argument("--steps", type=int, default=40, help="steps per client (default 40)")
@@ -108,6 +122,9 @@ def run_dst_command(args: argparse.Namespace) -> int:
             print("kelpie dst: --seeds must be at least 1", file=sys.stderr)
             return 2
         seeds = list(range(args.start, args.start + args.seeds))
+    if args.commit_latency is not None and not args.commit_latency >= 0:
+        print("kelpie dst: --commit-latency must be >= 0", file=sys.stderr)
+        return 2
     if args.clients < 1 or args.steps < 0:
         print("kelpie dst: --clients must be >= 1 and --steps >= 0", file=sys.stderr)
         return 2
@@ -115,6 +132,8 @@ def run_dst_command(args: argparse.Namespace) -> int:
         seed=seeds[0],
         faults=faults,
         crashes=args.crashes,
+        group_commit=not args.no_group_commit,
+        commit_latency=args.commit_latency,
         clients=args.clients,
         steps=args.steps,
         runtime=args.runtime,

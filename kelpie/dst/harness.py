@@ -50,6 +50,7 @@ from kelpie.errors import (
     RuntimeClosedError,
     StorageError,
 )
+from kelpie.storage.memory import MemoryStorage
 from kelpie.storage.protocol import Storage
 
 __all__ = [
@@ -176,6 +177,10 @@ class SimConfig:
     storage_url: str | None = None
     """``None``: ``memory://`` on the deterministic loop; else a real backend, real time."""
     invocation_timeout: float = 5.0
+    group_commit: bool = True
+    """Commits go through the memory backend's group-commit batches."""
+    commit_latency: float | None = None
+    """Virtual seconds each batch waits, like an fsync; ``None``: drawn from the seed (0-5 ms)."""
     max_time: float = 24 * 3600.0
     """Virtual-time budget; passing it is reported as a violation (livelock)."""
     invariants: tuple[Invariant, ...] = ()
@@ -205,6 +210,8 @@ class SeedResult:
     acknowledged: int
     gave_up: int
     crashes: int
+    batch_crashes: int
+    """Crashes that struck while a batch of two or more commits was being written."""
     faults: dict[str, int]
     configured_faults: list[str]
     violations: list[str]
@@ -218,6 +225,9 @@ class SeedResult:
     def ok(self) -> bool:
         return not self.violations
 
+
+BATCH_CRASH_PROBABILITY = 0.05
+"""With ``crashes``: the chance that a batch of two or more commits is hit mid-write."""
 
 MAX_KEPT_VIOLATIONS = 20
 """Messages kept per seed: one bug tends to break an invariant many times."""
@@ -298,6 +308,7 @@ class Simulation:
         self.acknowledged = 0
         self.gave_up = 0
         self.crashes = 0
+        self.batch_crashes = 0
         self.violations: list[str] = []
         """The first ``MAX_KEPT_VIOLATIONS`` messages; ``violation_count`` counts all."""
         self.violation_count = 0
@@ -307,6 +318,7 @@ class Simulation:
         self._id_prefix = "" if deterministic else f"run{secrets.token_hex(4)}-"
         self._crash_rng = self.random.stream("crashes")
         self._crash_points: set[int] = set()
+        self._batch_crash_budget = config.max_crashes if config.crashes else 0
         self._processes = 0
         self._process = self._start_process()
 
@@ -445,7 +457,14 @@ class Simulation:
     def _start_process(self) -> _Process:
         self._processes += 1
         number = self._processes
-        handle = FaultyStorage(self.storage, self.injector, name=f"process {number}")
+        # Each process opens its own handle on the store, as a real process
+        # would: its commit batches die with it.
+        inner = self.storage
+        if isinstance(inner, MemoryStorage):
+            inner = inner.handle()
+            if self.config.crashes:
+                inner.on_batch = self._batch_started
+        handle = FaultyStorage(inner, self.injector, name=f"process {number}")
         timeout = self.config.invocation_timeout
         process = _Process(number, handle, lambda: self.kind.factory(handle, timeout))
         for namespace, actor_cls in self._registrations:
@@ -457,6 +476,10 @@ class Simulation:
         """Kill the current process without any cleanup and start a fresh one."""
         process = self._process
         process.dead = True
+        in_flight = getattr(process.storage.inner, "batch_in_flight", 0)
+        if in_flight >= 2 and not final:
+            self.batch_crashes += 1
+            self.trace.record("crash_during_batch", process.number, in_flight)
         process.storage.sever()
         for task in list(process.tasks):
             task.cancel()
@@ -467,6 +490,15 @@ class Simulation:
             self.crashes += 1
         self.trace.record("crash", process.number, self.invocations)
         self._process = self._start_process()
+
+    def _batch_started(self, size: int, wait: float) -> None:
+        """Now and then, crash the process while a batch of commits is being written."""
+        if size < 2 or wait <= 0 or self._batch_crash_budget <= 0:
+            return
+        if self._crash_rng.random() < BATCH_CRASH_PROBABILITY:
+            self._batch_crash_budget -= 1
+            delay = self._crash_rng.uniform(0.0, wait)
+            asyncio.get_running_loop().call_later(delay, self._crash_if_running)
 
     def _schedule_crash(self) -> None:
         delay = self._crash_rng.uniform(0.0, 0.02)
@@ -507,6 +539,13 @@ class Simulation:
         await self._process.runtime.close()
 
 
+def _commit_latency(config: SimConfig) -> float:
+    """The memory backend's batch wait for this seed: 0 to 5 ms of virtual time."""
+    if config.commit_latency is not None:
+        return config.commit_latency
+    return SimRandom(config.seed).stream("storage").choice((0.0, 0.0005, 0.001, 0.002, 0.005))
+
+
 def run_seed(
     workload_factory: Callable[[], Workload],
     config: SimConfig,
@@ -519,9 +558,9 @@ def run_seed(
     async def main() -> None:
         asyncio.get_running_loop().set_task_factory(_task_factory)  # type: ignore[arg-type]
         if deterministic:
-            from kelpie.storage.memory import MemoryStorage
-
-            storage: Storage = MemoryStorage()
+            storage: Storage = MemoryStorage(
+                group_commit=config.group_commit, commit_latency=_commit_latency(config)
+            )
         else:
             from kelpie.storage.registry import open_storage
 
@@ -562,6 +601,7 @@ def run_seed(
         acknowledged=sim.acknowledged,
         gave_up=sim.gave_up,
         crashes=sim.crashes,
+        batch_crashes=sim.batch_crashes,
         faults=dict(sorted(sim.injector.fired.items())),
         configured_faults=sim.injector.configured,
         violations=list(sim.violations),

@@ -32,6 +32,10 @@ def replay_commands(
     cli += ["--faults", config.faults.describe()]
     if config.crashes:
         cli.append("--crashes")
+    if not config.group_commit:
+        cli.append("--no-group-commit")
+    if config.commit_latency is not None:
+        cli += ["--commit-latency", repr(config.commit_latency)]
     if config.runtime != "kelpie":
         cli += ["--runtime", config.runtime]
     if config.storage_url is not None:
@@ -90,6 +94,10 @@ class StormResult:
         return sum(r.crashes for r in self.results)
 
     @property
+    def batch_crashes(self) -> int:
+        return sum(r.batch_crashes for r in self.results)
+
+    @property
     def ok(self) -> bool:
         return not self.failing
 
@@ -104,6 +112,7 @@ class StormResult:
             ("acknowledged", str(sum(r.acknowledged for r in self.results))),
             ("given up", str(sum(r.gave_up for r in self.results))),
             ("process crashes", str(self.crashes)),
+            ("crashes mid-batch", str(self.batch_crashes)),
             ("wall time", f"{self.wall_time:.2f} s"),
         ]
         fired = self.faults

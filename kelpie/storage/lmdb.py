@@ -24,9 +24,15 @@ import struct
 from typing import Any
 
 from kelpie.actor.id import ActorId
-from kelpie.errors import ConfigError, CorruptStateError, TransactionConflictError
+from kelpie.errors import (
+    CommitOutcomeUnknownError,
+    ConfigError,
+    CorruptStateError,
+    TransactionConflictError,
+)
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
-from kelpie.storage.lmdb_env import LMDBOptions, SharedEnv, Txn, acquire, round_to_page
+from kelpie.storage.group_commit import Batcher
+from kelpie.storage.lmdb_env import LMDBOptions, SharedEnv, Txn, WriteJob, acquire, round_to_page
 from kelpie.storage.options import as_bool, as_int, as_size, merge_options
 from kelpie.storage.url import StorageURL
 
@@ -139,10 +145,15 @@ class _LMDBTransaction(BufferedTransaction):
     async def _commit(self, writes: Writes) -> None:
         env, actor, encoded, read_version = self._env, self.actor, self._encoded, self._read_version
         size = sum(len(key) + (0 if value is None else len(value)) for key, value in writes.items())
-        await env.write(
-            lambda txn: _apply(env, txn, actor, encoded, read_version, writes),
-            size_hint=size,
-        )
+
+        def apply(txn: Txn) -> None:
+            _apply(env, txn, actor, encoded, read_version, writes)
+
+        batcher = self._storage._batcher
+        if batcher is None:
+            await env.write(apply, size_hint=size)
+        else:
+            await batcher.submit((apply, size))
 
 
 class LMDBStorage(StorageBase):
@@ -151,6 +162,18 @@ class LMDBStorage(StorageBase):
     def __init__(self, directory: str, options: LMDBOptions | None = None) -> None:
         self._env = acquire(directory, options or LMDBOptions())
         self.path = self._env.path
+        opts = self._env.options
+        self._batcher: Batcher[WriteJob, object] | None = None
+        if opts.group_commit:
+            self._batcher = Batcher(
+                self._env.write_batch, max_batch=opts.max_batch, in_flight_error=_in_flight
+            )
+
+    @property
+    def batch_stats(self) -> tuple[int, int]:
+        """(batches, commits) written through group commit so far (``(0, 0)`` if off)."""
+        batcher = self._batcher
+        return (0, 0) if batcher is None else (batcher.batches, batcher.items)
 
     @property
     def options(self) -> LMDBOptions:
@@ -187,7 +210,16 @@ class LMDBStorage(StorageBase):
         return _LMDBTransaction(self, actor)
 
     async def _close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.wait_idle()
         await self._env.release()
+
+
+def _in_flight() -> CommitOutcomeUnknownError:
+    return CommitOutcomeUnknownError(
+        "the task writing this commit's batch was cancelled; the writer thread may "
+        "still have committed it"
+    )
 
 
 _OPTIONS = {
@@ -197,6 +229,8 @@ _OPTIONS = {
     "metasync": as_bool,
     "max_readers": as_int,
     "readahead": as_bool,
+    "group_commit": as_bool,
+    "max_batch": as_int,
 }
 
 
@@ -229,6 +263,8 @@ def _options(parsed: StorageURL, kwargs: dict[str, Any]) -> LMDBOptions:
         )
     if not 1 <= options.max_readers <= 65536:
         raise ConfigError("option 'max_readers' of lmdb:// must be between 1 and 65536")
+    if options.max_batch < 1:
+        raise ConfigError("option 'max_batch' of lmdb:// must be at least 1")
     return options
 
 
@@ -237,7 +273,9 @@ def open_lmdb(url: str, **options: Any) -> LMDBStorage:
 
     Options (URL query or keywords): ``map_size`` (initial, default 64MiB),
     ``max_map_size`` (growth ceiling, default 1TiB), ``sync`` and ``metasync``
-    (default true), ``max_readers`` (default 126), ``readahead`` (default true).
+    (default true), ``max_readers`` (default 126), ``readahead`` (default true),
+    ``group_commit`` (default true: concurrent commits share one write
+    transaction and fsync) and ``max_batch`` (commits per batch, default 128).
     """
     parsed = StorageURL.parse(url)
     resolved = _options(parsed, options)

@@ -17,7 +17,7 @@ import mmap
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
@@ -32,8 +32,9 @@ from kelpie.errors import (
     StorageFullError,
     StorageUnavailableError,
 )
+from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 
-__all__ = ["FORMAT_VERSION", "LMDBOptions", "SharedEnv", "acquire", "translate"]
+__all__ = ["FORMAT_VERSION", "LMDBOptions", "SharedEnv", "WriteJob", "acquire", "translate"]
 
 T = TypeVar("T")
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
@@ -61,6 +62,8 @@ class LMDBOptions:
     metasync: bool = True
     max_readers: int = 126
     readahead: bool = True
+    group_commit: bool = True
+    max_batch: int = DEFAULT_MAX_BATCH
 
 
 # -- error translation: one mapping, most specific first -------------------
@@ -112,6 +115,12 @@ def _deliver(future: asyncio.Future[Any], result: object, error: BaseException |
 
 
 _Job: TypeAlias = "tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], object]]"
+
+WriteJob: TypeAlias = "tuple[Callable[[Txn], object], int]"
+"""One commit of a batch: the function that applies it inside a transaction, its size hint."""
+
+_BATCH_FALLBACK = (lmdb.TxnFullError,)
+"""Errors after which a batch is retried commit by commit (each may fit alone)."""
 
 
 class _WriterThread:
@@ -292,13 +301,109 @@ class SharedEnv:
                 self._grow(size_hint, exc)
                 continue
             except lmdb.Error as exc:
-                if isinstance(exc, lmdb.DiskError) or getattr(exc, "code", 0) in _FULL_ERRNOS:
-                    raise StorageFullError(f"the disk under {self.path} is full: {exc}") from exc
-                raise CommitOutcomeUnknownError(
-                    f"the LMDB commit to {self.path} failed while writing: {exc}"
-                ) from exc
+                raise self._commit_failure(exc) from exc
             return result
         raise StorageUnavailableError(f"{self.path}: the LMDB map kept being resized")
+
+    async def write_batch(self, jobs: Sequence[WriteJob]) -> list[object]:
+        """Run every job in one write transaction (one fsync); one outcome per job.
+
+        Each job runs in its own nested transaction, so a job that raises (a
+        version conflict, a corrupt entry) leaves no trace and the others
+        still commit. An outcome is the job's result or the exception its
+        caller gets; a failure of the outer commit reaches every job that
+        wrote something.
+        """
+        self._check_usable()
+        return await self._writer.submit(lambda: self._write_batch_sync(jobs))
+
+    def _write_batch_sync(self, jobs: Sequence[WriteJob]) -> list[object]:
+        if len(jobs) == 1:
+            return [self._outcome_of(*jobs[0])]
+        total = sum(hint for _, hint in jobs)
+        for _ in range(_MAX_ATTEMPTS):
+            try:
+                parent = self._env.begin(write=True)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+                continue
+            except lmdb.Error as exc:
+                return [translate(exc, f"writing {self.path}")] * len(jobs)
+            try:
+                outcomes = [self._nested(parent, fn) for fn, _ in jobs]
+            except lmdb.MapFullError as exc:
+                parent.abort()
+                if not self._try_grow(total, exc):
+                    return self._one_by_one(jobs)
+                continue
+            except lmdb.MapResizedError:
+                parent.abort()
+                self._adopt_map_size()
+                continue
+            except _BATCH_FALLBACK:
+                parent.abort()
+                return self._one_by_one(jobs)
+            except BaseException:
+                parent.abort()
+                raise
+            try:
+                parent.commit()  # the one fsync of the batch
+            except lmdb.MapFullError as exc:
+                if not self._try_grow(total, exc):
+                    return self._one_by_one(jobs)
+                continue
+            except lmdb.Error as exc:
+                failure = self._commit_failure(exc)
+                return [o if isinstance(o, BaseException) else failure for o in outcomes]
+            return outcomes
+        error = StorageUnavailableError(f"{self.path}: the LMDB map kept being resized")
+        return [error] * len(jobs)
+
+    def _nested(self, parent: Txn, fn: Callable[[Txn], object]) -> object:
+        """Run one job in a child of ``parent``; its exception is its outcome.
+
+        Map-level trouble (full map, resized map, a full transaction) raises:
+        it concerns the whole batch.
+        """
+        child = self._env.begin(write=True, parent=parent)
+        try:
+            result = fn(child)
+            child.commit()
+        except (lmdb.MapFullError, lmdb.MapResizedError, *_BATCH_FALLBACK):
+            child.abort()
+            raise
+        except lmdb.Error as exc:
+            child.abort()
+            return translate(exc, f"writing {self.path}")
+        except Exception as exc:
+            child.abort()
+            return exc
+        return result
+
+    def _one_by_one(self, jobs: Sequence[WriteJob]) -> list[object]:
+        """The batch did not fit: each job alone, so only those that cannot fit fail."""
+        return [self._outcome_of(fn, hint) for fn, hint in jobs]
+
+    def _outcome_of(self, fn: Callable[[Txn], object], size_hint: int) -> object:
+        try:
+            return self._write_sync(fn, size_hint)
+        except Exception as exc:
+            return exc
+
+    def _commit_failure(self, exc: lmdb.Error) -> StorageError:
+        if isinstance(exc, lmdb.DiskError) or getattr(exc, "code", 0) in _FULL_ERRNOS:
+            return StorageFullError(f"the disk under {self.path} is full: {exc}")
+        return CommitOutcomeUnknownError(
+            f"the LMDB commit to {self.path} failed while writing: {exc}"
+        )
+
+    def _try_grow(self, size_hint: int, cause: lmdb.Error) -> bool:
+        """Grow the map for a batch; False if it is at ``max_map_size`` already."""
+        try:
+            self._grow(size_hint, cause)
+        except StorageFullError:
+            return False
+        return True
 
     def _grow(self, size_hint: int, cause: lmdb.Error) -> None:
         with self._lock:

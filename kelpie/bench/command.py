@@ -1,0 +1,222 @@
+"""``kelpie bench``: invocations/s and latency through the runtime, beside the raw client.
+
+Exit status: 0 when every figure was measured; 2 for a bad argument, a bad
+storage URL or a storage that fails (unreachable server, …) — one line on
+stderr, never a traceback, never a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from kelpie.bench.measure import BenchOptions, Target, bench_storage, check_url, new_namespace
+from kelpie.bench.report import Row, format_header, format_row, summary_lines
+from kelpie.bench.targets import default_targets, user_targets
+from kelpie.errors import ConfigError, KelpieError
+from kelpie.storage.url import StorageURL
+
+__all__ = ["add_arguments", "main", "parse_options", "run"]
+
+_MAX_CONCURRENCY = 10_000
+_MAX_KEYS = 1_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``kelpie bench`` options on ``parser``."""
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        action="append",
+        help="a storage URL to measure (repeatable); default: memory://, LMDB in a temporary "
+        "directory and Redis on a private redis-server (if on PATH)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,8,64",
+        metavar="N,N,...",
+        help="concurrent actors, comma-separated (default 1,8,64)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="per figure and side, split into alternating slices (default 3)",
+    )
+    parser.add_argument(
+        "--keys",
+        default="1",
+        metavar="K,K,...",
+        help="KV keys written per invocation; several (e.g. 1,100) also print the cost "
+        "ratio (default 1)",
+    )
+    parser.add_argument(
+        "--compare-off",
+        action="store_true",
+        help="also measure each storage with group_commit=False and print the speed-up",
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=3,
+        metavar="N",
+        help="alternating slices per figure (default 3)",
+    )
+
+
+def _int_list(text: str, name: str, maximum: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{name} takes comma-separated integers, got {text!r}") from None
+    if not values or not all(1 <= value <= maximum for value in values):
+        raise ValueError(f"{name} takes integers from 1 to {maximum:,}, got {text!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def parse_options(args: argparse.Namespace) -> BenchOptions:
+    """The measurement options of ``args``; ``ValueError`` with a one-line reason if bad."""
+    if not 0 < args.seconds <= 3600:
+        raise ValueError(f"--seconds must be between 0 and 3600, got {args.seconds:g}")
+    if not 1 <= args.slices <= 100:
+        raise ValueError(f"--slices must be between 1 and 100, got {args.slices}")
+    return BenchOptions(
+        concurrencies=_int_list(args.concurrency, "--concurrency", _MAX_CONCURRENCY),
+        seconds=args.seconds,
+        keys=_int_list(args.keys, "--keys", _MAX_KEYS),
+        compare_off=args.compare_off,
+        slices=args.slices,
+    )
+
+
+def _one_line(exc: BaseException, secrets: Sequence[str]) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(urls: Sequence[str]) -> list[str]:
+    found = []
+    for url in urls:
+        try:
+            password = StorageURL.parse(url).password
+        except ConfigError:
+            continue
+        if password:
+            found.append(password)
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kelpie bench``; return the exit status."""
+    urls: list[str] = list(args.storage or [])
+    secrets = _passwords(urls)
+    try:
+        options = parse_options(args)
+    except ValueError as exc:
+        print(f"kelpie bench: {exc}", file=sys.stderr)
+        return 2
+    bench = _Bench(options)
+    try:
+        if urls:
+            targets = user_targets(urls)
+            bench.on_user_store = True
+            return asyncio.run(bench.main(targets))
+        with default_targets(bench.note) as targets:
+            return asyncio.run(bench.main(targets))
+    except (KelpieError, OSError) as exc:
+        where = f"{bench.current.label} ({bench.current.shown}): " if bench.current else ""
+        print(
+            f"kelpie bench: {where}{type(exc).__name__}: {_one_line(exc, secrets)}",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print("kelpie bench: interrupted", file=sys.stderr)
+        return 130
+
+
+class _Bench:
+    """One ``kelpie bench`` run: header, streamed rows, summary and notes."""
+
+    def __init__(self, options: BenchOptions) -> None:
+        self.options = options
+        self.namespace = new_namespace()
+        self.notes: list[str] = []
+        self.current: Target | None = None
+        self.rows: list[Row] = []
+        self.on_user_store = False
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def _flush_notes(self) -> None:
+        for text in self.notes:
+            print(text, flush=True)
+        self.notes.clear()
+
+    def _emit(self, row: Row) -> None:
+        print(format_row(row, self.options.compare_off), flush=True)
+
+    async def main(self, targets: list[Target]) -> int:
+        for target in targets:  # a bad URL or server fails before anything is measured
+            self.current = target
+            await check_url(target.url, self.namespace)
+        self.current = None
+        self._print_parameters(targets)
+        self._flush_notes()
+        print(flush=True)
+        print(format_header(self.options.compare_off), flush=True)
+        for target in targets:
+            self.current = target
+            self.rows += await bench_storage(
+                target, self.options, namespace=self.namespace, emit=self._emit, note=self.note
+            )
+        self.current = None
+        print()
+        for line in summary_lines(self.rows):
+            print(line)
+        self._flush_notes()
+        if self.on_user_store:
+            print(
+                f"deleted every key the bench wrote (actors {self.namespace}/*); a backend may "
+                "keep a small version record per actor, which the Storage protocol cannot remove"
+            )
+        return 0
+
+    def _print_parameters(self, targets: list[Target]) -> None:
+        o = self.options
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(
+            f"kelpie bench, {now}; python {platform.python_version()} on "
+            f"{platform.system()}, {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{o.seconds:g} s per figure and side, in {o.slices} alternating slices; "
+            f"keys per invocation: {','.join(map(str, o.keys))}; "
+            f"actors {self.namespace}/a0..a{max(o.concurrencies) - 1}"
+        )
+        print("backends: " + "; ".join(f"{t.label} = {t.shown}" for t in targets))
+        print(
+            "inv/s, p50, p99: Runtime.invoke (state change + KV writes, one commit); "
+            "raw: the same writes with the backend's own client (memory: a dict; lmdb: a py-lmdb "
+            "write txn in a thread; redis: WATCH/HGET + MULTI/HSET/EXEC); ratio = inv/s / raw/s; "
+            "batch = mean commits per group-commit batch ('-': not reported)"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``kelpie bench`` as a standalone program (``benchmarks/bench.py``)."""
+    parser = argparse.ArgumentParser(
+        prog="bench.py",
+        description="invocations/s and latency through the kelpie runtime, beside the raw client",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,54 @@
+"""The backends ``kelpie bench`` measures when no ``--storage`` is given.
+
+``memory://``, LMDB in a temporary directory (``sync`` on, its durable
+default) and, if ``redis-server`` is on ``PATH``, Redis on a private server
+on a free loopback port (no persistence: ``appendonly no``). Everything is
+removed on exit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from kelpie.bench.measure import Target
+from kelpie.storage.url import StorageURL
+
+__all__ = ["default_targets", "user_targets"]
+
+
+@contextmanager
+def default_targets(note: Callable[[str], None]) -> Iterator[list[Target]]:
+    """memory, LMDB in a temp dir and (when possible) a private Redis; cleaned up on exit."""
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kelpie-bench-")))
+        targets = [Target("memory", "memory://"), Target("lmdb", f"lmdb://{tmp}/lmdb")]
+        if shutil.which("redis-server") is None:
+            note("redis: skipped, redis-server is not on PATH")
+        else:
+            from kelpie.testing.redis_server import RedisServer
+
+            server = RedisServer(tmp / "redis")
+            try:
+                server.start()
+            except (OSError, RuntimeError) as exc:
+                note(f"redis: skipped, redis-server did not start: {str(exc).splitlines()[0]}")
+            else:
+                stack.callback(server.stop)
+                targets.append(Target("redis", server.url))
+        yield targets
+
+
+def user_targets(urls: list[str]) -> list[Target]:
+    """One target per URL, labelled by scheme (``redis``, ``redis#2``, …)."""
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
+    for url in urls:
+        scheme = StorageURL.parse(url).scheme
+        seen[scheme] = seen.get(scheme, 0) + 1
+        label = scheme if seen[scheme] == 1 else f"{scheme}#{seen[scheme]}"
+        targets.append(Target(label, url))
+    return targets
