@@ -49,6 +49,11 @@ _ENCODER = json.JSONEncoder(
 
 def encode_json(value: Any, what: str) -> bytes:
     """Compact, deterministic JSON; anything JSON cannot hold raises SerializationError."""
+    # The commonest payloads and results, without the encoder's machinery.
+    if value is None:
+        return b"null"
+    if type(value) is int:
+        return b"%d" % value
     try:
         return _ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:

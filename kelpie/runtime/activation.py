@@ -51,6 +51,8 @@ class _Loaded:
     seq: int
     idempotency_count: int
     owner: str
+    record: bytes | None
+    """The stored state record as last read or written (``None``: none stored)."""
 
 
 async def _nothing(ctx: ActorContext[Any]) -> None:
@@ -113,12 +115,12 @@ class Activation:
         raw = await self._storage.get(self.actor_id, STATE_KEY)
         if raw is None:
             state = self.actor_cls.state_type()
-            loaded = _Loaded(state, self._codec.encode(state), 0, 0, "")
+            loaded = _Loaded(state, self._codec.encode(state), 0, 0, "", None)
         else:
             record = self._parse_record(raw)
             state = self._decode_state(record.payload)
             loaded = _Loaded(
-                state, record.payload, record.seq, record.idempotency_count, record.owner
+                state, record.payload, record.seq, record.idempotency_count, record.owner, raw
             )
         self._loaded = loaded
         self.committed_at = asyncio.get_running_loop().time()
@@ -165,7 +167,10 @@ class Activation:
         ended = False  # commit() or abort() was called: the transaction is over
         try:
             raw = await txn.get(STATE_KEY)
-            stored_seq = 0 if raw is None else self._parse_record(raw).seq
+            if raw is not None and raw == loaded.record:
+                stored_seq = loaded.seq  # what this activation last wrote: unchanged
+            else:
+                stored_seq = 0 if raw is None else self._parse_record(raw).seq
             # Every change of the record bumps seq, the lease owner included.
             if stored_seq != loaded.seq:
                 raise TransactionConflictError(
@@ -204,7 +209,8 @@ class Activation:
                 await txn.set(record_key, result_bytes)
                 count += 1
             record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes, new_owner)
-            await txn.set(STATE_KEY, record.encode())
+            record_bytes = record.encode()
+            await txn.set(STATE_KEY, record_bytes)
             ended = True
             await txn.commit()
         except BaseException as exc:
@@ -215,7 +221,9 @@ class Activation:
             else:
                 self._restore(loaded)
             raise
-        self._loaded = _Loaded(ctx.state, state_bytes, loaded.seq + 1, count, new_owner)
+        self._loaded = _Loaded(
+            ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes
+        )
         self.committed_at = asyncio.get_running_loop().time()
         return result
 

@@ -194,7 +194,8 @@ class MemoryStorage(StorageBase):
     async def _write_batch(self, batch: Sequence[_Commit]) -> list[BaseException | None]:
         if self.on_batch is not None:
             self.on_batch(len(batch), self._commit_latency)
-        await asyncio.sleep(self._commit_latency)  # the "fsync"; others queue meanwhile
+        if self._commit_latency > 0:
+            await asyncio.sleep(self._commit_latency)  # the "fsync"; others queue meanwhile
         return _apply_batch(batch)
 
     def __repr__(self) -> str:
