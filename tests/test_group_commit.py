@@ -255,3 +255,17 @@ async def test_lmdb_batched_commits_survive_reopening(tmp_path: Path) -> None:
         await asyncio.gather(*(_increment(storage, a) for a in ACTORS))
     async with open_storage(url) as storage:
         assert [await storage.get(a, b"n") for a in ACTORS] == [b"1"] * len(ACTORS)
+
+
+async def test_lmdb_group_commit_is_per_storage_on_one_environment(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/db"
+    async with open_storage(url) as on, open_storage(url, group_commit=False) as off:
+        assert isinstance(on, LMDBStorage) and isinstance(off, LMDBStorage)
+        assert on.options.group_commit and not off.options.group_commit
+        await asyncio.gather(*(_increment(on, a) for a in ACTORS))
+        await asyncio.gather(*(_increment(off, a) for a in ACTORS))
+        assert off.batch_stats == (0, 0) and on.batch_stats[1] == len(ACTORS)
+        assert [await on.get(a, b"n") for a in ACTORS] == [b"2"] * len(ACTORS)
+    with pytest.raises(ConfigError, match="other options"):
+        async with open_storage(url) as first, open_storage(url, sync=False):
+            await first.get(ACTORS[0], b"n")

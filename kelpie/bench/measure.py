@@ -11,15 +11,12 @@ holds other data.
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kelpie.actor import ActorId
 from kelpie.bench.raw import RawBaseline, open_raw
 from kelpie.bench.report import Row
-from kelpie.bench.scratch import scratch_dir_beside, scratch_lmdb_url
 from kelpie.bench.timing import Call, alternate, warm_up
 from kelpie.bench.workload import KelpieSide
 from kelpie.errors import ConfigError
@@ -141,35 +138,18 @@ def _open_off(
 ) -> KelpieSide | None:
     """Kelpie on the same URL with ``group_commit=False``, or None (noted) if unsupported.
 
-    On LMDB it runs on a scratch environment beside the store, with the same
-    options: a process shares one environment per directory, with one set of
-    options.
+    On LMDB both storages share the one environment of the directory (group
+    commit is a per-storage option), so on and off pay the same fsyncs.
     """
-    parsed = StorageURL.parse(target.url)
-    url, directory = target.url, None
-    if parsed.scheme == "lmdb":
-        directory = scratch_dir_beside(parsed, ".kelpie-bench-off-")
-        url = scratch_lmdb_url(parsed, directory)
     try:
-        storage: Storage = open_storage(url, group_commit=False)
+        storage: Storage = open_storage(target.url, group_commit=False)
     except ConfigError as exc:
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
         note(f"{target.label}: comparison with group_commit=False unavailable: {exc}")
         return None
     side = KelpieSide(storage, namespace, "off-")
     closers.insert(0, side.close)
     closers.append(storage.close)
-    if directory is not None:
-        closers.append(_remover(directory))
     return side
-
-
-def _remover(directory: Path) -> Callable[[], Awaitable[None]]:
-    async def remove() -> None:
-        shutil.rmtree(directory, ignore_errors=True)
-
-    return remove
 
 
 async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> BaseException | None:

@@ -160,9 +160,10 @@ class LMDBStorage(StorageBase):
     """Storage in an LMDB environment shared by every ``LMDBStorage`` on that directory."""
 
     def __init__(self, directory: str, options: LMDBOptions | None = None) -> None:
-        self._env = acquire(directory, options or LMDBOptions())
+        opts = options or LMDBOptions()
+        self._env = acquire(directory, opts)
+        self._options = opts
         self.path = self._env.path
-        opts = self._env.options
         self._batcher: Batcher[WriteJob, object] | None = None
         if opts.group_commit:
             self._batcher = Batcher(
@@ -177,7 +178,7 @@ class LMDBStorage(StorageBase):
 
     @property
     def options(self) -> LMDBOptions:
-        return self._env.options
+        return self._options
 
     def map_size(self) -> int:
         """This process's current map size in bytes (it grows on demand)."""

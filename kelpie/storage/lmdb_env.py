@@ -65,6 +65,17 @@ class LMDBOptions:
     group_commit: bool = True
     max_batch: int = DEFAULT_MAX_BATCH
 
+    def environment_settings(self) -> tuple[object, ...]:
+        """The options that shape the shared environment (the rest are per storage)."""
+        return (
+            self.map_size,
+            self.max_map_size,
+            self.sync,
+            self.metasync,
+            self.max_readers,
+            self.readahead,
+        )
+
 
 # -- error translation: one mapping, most specific first -------------------
 
@@ -486,10 +497,11 @@ def acquire(directory: str, options: LMDBOptions) -> SharedEnv:
         if env is None:
             env = SharedEnv(path, key, options)
             _registry[key] = env
-        elif env.options != options:
+        elif env.options.environment_settings() != options.environment_settings():
             raise ConfigError(
                 f"{path} is already open in this process with other options "
-                f"({env.options}); open it with the same options to share it"
+                f"({env.options}); open it with the same map_size, max_map_size, sync, "
+                "metasync, max_readers and readahead to share it"
             )
         env.refs += 1
         return env
