@@ -31,6 +31,7 @@ from kelpie.errors import (
     StorageError,
     TransactionConflictError,
 )
+from kelpie.runtime.deadline import within
 from kelpie.runtime.lease import Leases
 from kelpie.storage.protocol import Storage, Transaction
 
@@ -186,8 +187,7 @@ class Activation:
                     await txn.abort()
                     return decode_json(previous)
             try:
-                async with asyncio.timeout(self._timeout):
-                    result = await body(ctx)
+                result = await within(self._timeout, body(ctx))
             except TimeoutError as exc:
                 raise InvocationTimeoutError(
                     f"invocation of actor {self.actor_id} ran past {self._timeout} s"
