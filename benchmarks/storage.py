@@ -16,8 +16,18 @@ Per backend, in one table:
   as an asyncio program must to keep its loop free during the fsync (kelpie
   commits on a writer thread too): the gap between the two rows is the
   thread hop, the rest is kelpie's own cost.
+  A third LMDB row, ``raw in a thread vs raw direct``, compares the raw
+  client with itself: the same py-lmdb transaction through a worker thread
+  against called directly. It is the ceiling of any design that keeps the
+  fsync off the event loop, before any kelpie code runs.
 - the same with a read first (get + 3 writes; on Redis raw is
   ``WATCH``/``HGET``/``MULTI``/``EXEC``), for information.
+- ``3 writes x 64 actors at once``: 64 actors each commit their 3 writes
+  concurrently (one op = all 64, rate = commits/s), beside the raw client
+  doing the same 64 transactions concurrently (LMDB: through asyncio's
+  default thread pool; Redis: 64 pipelines on pooled connections). Group
+  commit (issue 6) lets kelpie share one fsync or round trip among them; for
+  information.
 - ``list_keys(actor, prefix)`` for a prefix matching 10 keys, in an actor of
   100 keys and in one of 100,000 keys, and the ratio. Target: < 5.
 
@@ -63,6 +73,7 @@ MATCHING_KEYS = 10
 LOAD_BATCH = 1_000
 LIST_PREFIX = b"m/"
 WRITE_TARGET = 0.8
+CONCURRENT_ACTORS = 64
 LIST_TARGET = 5.0
 BACKENDS = ("memory", "lmdb", "redis")
 
@@ -127,6 +138,15 @@ def _kelpie_writes(storage: Storage, actor: ActorId) -> Op:
     return once
 
 
+def _kelpie_concurrent(storage: Storage, actors: list[ActorId]) -> Op:
+    each = [_kelpie_writes(storage, actor) for actor in actors]
+
+    async def once() -> None:
+        await asyncio.gather(*(write() for write in each))
+
+    return once
+
+
 def _kelpie_rmw(storage: Storage, actor: ActorId) -> Op:
     async def once() -> None:
         async with storage.transaction(actor) as txn:
@@ -178,6 +198,7 @@ class Raw:
     rmw: Op
     close: Callable[[], Awaitable[None]]
     threaded_writes: Op | None = None  # the same writes through a worker thread, if relevant
+    concurrent_writes: Op | None = None  # CONCURRENT_ACTORS raw transactions at once
 
 
 def _raw_dict() -> Raw:
@@ -195,7 +216,10 @@ def _raw_dict() -> Raw:
     async def close() -> None:
         data.clear()
 
-    return Raw("dict", writes, rmw, close)
+    async def concurrent() -> None:
+        await asyncio.gather(*(writes() for _ in range(CONCURRENT_ACTORS)))
+
+    return Raw("dict", writes, rmw, close, concurrent_writes=concurrent)
 
 
 def _raw_lmdb(directory: Path) -> Raw:
@@ -223,11 +247,14 @@ def _raw_lmdb(directory: Path) -> Raw:
             for key in WRITE_KEYS:
                 txn.put(key, VALUE)
 
+    async def concurrent() -> None:
+        await asyncio.gather(*(asyncio.to_thread(write_sync) for _ in range(CONCURRENT_ACTORS)))
+
     async def close() -> None:
         writer.shutdown()
         env.close()
 
-    return Raw("py-lmdb write txn", writes, rmw, close, threaded_writes)
+    return Raw("py-lmdb write txn", writes, rmw, close, threaded_writes, concurrent)
 
 
 def _raw_redis(url: str) -> Raw:
@@ -251,10 +278,13 @@ def _raw_redis(url: str) -> Raw:
                 pipe.hset(data, key, VALUE)
             await pipe.execute()
 
+    async def concurrent() -> None:
+        await asyncio.gather(*(writes() for _ in range(CONCURRENT_ACTORS)))
+
     async def close() -> None:
         await client.aclose()
 
-    return Raw("redis-py MULTI/EXEC", writes, rmw, close)
+    return Raw("redis-py MULTI/EXEC", writes, rmw, close, concurrent_writes=concurrent)
 
 
 # -- one backend --------------------------------------------------------------------
@@ -265,7 +295,9 @@ class Result:
     backend: str
     writes: Pair
     threaded: Pair | None  # kelpie against the raw writes run in a worker thread
+    ceiling: Pair | None  # the raw writes in a worker thread against raw direct
     rmw: Pair
+    concurrent: Pair | None  # CONCURRENT_ACTORS commits at once, kelpie against raw
     lists: Pair  # reference: the small actor, measured: the big one (calls/s)
     load_seconds: float
 
@@ -275,12 +307,18 @@ async def bench(backend: str, url: str, raw: Raw, seconds: float) -> Result:
     try:
         writer = ActorId("bench", "writes")
         writes = await _interleaved(raw.writes, _kelpie_writes(storage, writer), seconds)
-        threaded = None
+        threaded = ceiling = concurrent = None
         if raw.threaded_writes is not None:
             threaded = await _interleaved(
                 raw.threaded_writes, _kelpie_writes(storage, writer), seconds
             )
+            ceiling = await _interleaved(raw.writes, raw.threaded_writes, seconds)
         rmw = await _interleaved(raw.rmw, _kelpie_rmw(storage, writer), seconds)
+        if raw.concurrent_writes is not None:
+            many = [ActorId("bench", f"many-{i}") for i in range(CONCURRENT_ACTORS)]
+            concurrent = await _interleaved(
+                raw.concurrent_writes, _kelpie_concurrent(storage, many), seconds
+            )
         small, big = ActorId("bench", "small"), ActorId("bench", "big")
         await _load(storage, small, SMALL_ACTOR_KEYS)
         load_seconds = await _load(storage, big, BIG_ACTOR_KEYS)
@@ -292,7 +330,7 @@ async def bench(backend: str, url: str, raw: Raw, seconds: float) -> Result:
             await storage.close()
         finally:
             await raw.close()
-    return Result(backend, writes, threaded, rmw, lists, load_seconds)
+    return Result(backend, writes, threaded, ceiling, rmw, concurrent, lists, load_seconds)
 
 
 # -- reporting ----------------------------------------------------------------------
@@ -318,7 +356,14 @@ def _rows(result: Result) -> list[tuple[str, ...]]:
     rows = [_row(b, "3 writes, commits/s", w, write_target)]
     if result.threaded is not None:
         rows.append(_row(b, "3 writes, raw in a thread, commits/s", result.threaded, "(info)"))
+    if result.ceiling is not None:
+        rows.append(_row(b, "raw in a thread vs raw direct", result.ceiling, "(ceiling)"))
     rows.append(_row(b, "get + 3 writes, commits/s", result.rmw, "(info)"))
+    if result.concurrent is not None:
+        pair = result.concurrent
+        n = CONCURRENT_ACTORS
+        scaled = Pair(pair.reference * n, pair.measured * n, pair.ratio)
+        rows.append(_row(b, f"3 writes x {n} actors at once, commits/s", scaled, "(info)"))
     # time(big) / time(small): the inverse of the median per-round ratio of rates
     list_ratio = 1.0 / ls.ratio
     rows.append(
