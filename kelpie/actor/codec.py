@@ -64,14 +64,21 @@ def decode_json(data: bytes) -> Any:
     return json.loads(data)
 
 
+_field_names: dict[type, tuple[str, ...]] = {}
+"""Field names of each dataclass state type seen, in declaration order."""
+
+
 class JsonCodec:
     """The default codec: a dataclass's fields (or a dict) as a JSON object."""
 
     name = "json"
 
     def encode(self, state: Any) -> bytes:
-        if dataclasses.is_dataclass(state) and not isinstance(state, type):
-            value: Any = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+        names = _field_names.get(type(state))
+        if names is None and dataclasses.is_dataclass(state) and not isinstance(state, type):
+            names = _field_names[type(state)] = tuple(f.name for f in dataclasses.fields(state))
+        if names is not None:
+            value: Any = {name: getattr(state, name) for name in names}
         elif isinstance(state, dict):
             value = state
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kelpie.errors import InvalidActorIdError
 
@@ -37,10 +37,12 @@ class ActorId:
 
     namespace: str
     id: str
+    _encoded: bytes = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        _checked_part("namespace", self.namespace)
-        _checked_part("id", self.id)
+        ns = _checked_part("namespace", self.namespace)
+        ident = _checked_part("id", self.id)
+        object.__setattr__(self, "_encoded", bytes((len(ns),)) + ns + bytes((len(ident),)) + ident)
 
     def encode(self) -> bytes:
         """An injective, self-delimiting byte encoding of this id.
@@ -48,9 +50,7 @@ class ActorId:
         One length byte and the UTF-8 bytes of each part: no two ids share an
         encoding, and no encoding is a prefix of another's (ADR 0001).
         """
-        ns = self.namespace.encode("utf-8")
-        ident = self.id.encode("utf-8")
-        return bytes((len(ns),)) + ns + bytes((len(ident),)) + ident
+        return self._encoded
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.id}"
