@@ -269,3 +269,46 @@ async def test_lmdb_group_commit_is_per_storage_on_one_environment(tmp_path: Pat
     with pytest.raises(ConfigError, match="other options"):
         async with open_storage(url) as first, open_storage(url, sync=False):
             await first.get(ACTORS[0], b"n")
+
+
+async def test_a_drain_cancelled_before_it_runs_fails_the_queue_and_frees_the_batcher() -> None:
+    recorder = _Recorder()
+    recorder.gate.set()
+    batcher: Batcher[int, int] = Batcher(recorder.write, in_flight_error=RuntimeError)
+    queued: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    batcher._queue.append((2, queued))
+    batcher._start_drain()  # what a leader does when it finds work queued...
+    drainer = batcher._drainer
+    assert drainer is not None
+    drainer.cancel()  # ...but its process dies before the drain task ever runs
+    with pytest.raises(StorageUnavailableError):
+        await queued
+    await asyncio.sleep(0)
+    assert not batcher.busy and recorder.batches == []
+    assert await batcher.submit(4) == 40  # usable again, not stuck "busy"
+
+
+async def test_a_shared_batcher_drains_in_a_context_of_its_own() -> None:
+    import contextvars
+
+    owner: contextvars.ContextVar[str] = contextvars.ContextVar("owner", default="nobody")
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def write(items: Sequence[int]) -> list[int | BaseException]:
+        seen.append(owner.get())
+        await gate.wait()
+        return list(items)
+
+    for shared, expected in ((False, "caller"), (True, "nobody")):
+        seen.clear()
+        gate.clear()
+        batcher: Batcher[int, int] = Batcher(write, in_flight_error=RuntimeError, shared=shared)
+        owner.set("caller")
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.submit(2))  # queues behind the lead
+        await asyncio.sleep(0)
+        gate.set()
+        assert list(await asyncio.gather(first, second)) == [1, 2]
+        assert seen == ["caller", expected]  # the lead writes in its own task, then the drain

@@ -2,7 +2,8 @@
 
 Every test runs its own ``redis-server`` on a free loopback port (or fakeredis
 where noted); faults come from killing that server or from ``FaultProxy``, a
-loopback TCP proxy that can cut connections or swallow the reply to ``EXEC``.
+loopback TCP proxy that can cut connections or swallow the reply to a commit
+(the ``EVALSHA``/``EVAL`` of the check-and-set script, ADR 0008).
 """
 
 from __future__ import annotations
@@ -94,23 +95,24 @@ async def backend(
 
 # -- a loopback proxy that injects connection faults ---------------------------------
 
-EXEC_MARKER = b"$4\r\nEXEC\r\n"
+COMMIT_MARKERS = (b"$7\r\nEVALSHA\r\n", b"$4\r\nEVAL\r\n")
 
 
 class FaultProxy:
     """Forwards 127.0.0.1:port to a redis server; can cut or starve connections.
 
-    ``mode`` "pass" forwards everything; "drop_exec_reply" forwards a command
-    stream containing EXEC, waits for the server's reply (so the commit has
-    landed) and then resets the client connection without forwarding it;
-    "hold_exec_reply" swallows that reply and keeps the connection open.
+    ``mode`` "pass" forwards everything; "drop_commit_reply" forwards a command
+    stream containing a commit (EVALSHA/EVAL), waits for the server's reply (so
+    the commit has landed) and then resets the client connection without
+    forwarding it; "hold_commit_reply" swallows that reply and keeps the
+    connection open.
     """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.mode = "pass"
         self.port = 0
-        self.exec_replies_dropped = 0
+        self.commit_replies_dropped = 0
         self._server: asyncio.Server | None = None
         self._clients: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,14 +128,14 @@ class FaultProxy:
     async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         sreader, swriter = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._clients.append(cwriter)
-        exec_forwarded = False
+        commit_forwarded = False
 
         async def upstream() -> None:
-            nonlocal exec_forwarded
+            nonlocal commit_forwarded
             try:
                 while data := await creader.read(65536):
-                    if EXEC_MARKER in data and self.mode != "pass":
-                        exec_forwarded = True
+                    if any(marker in data for marker in COMMIT_MARKERS) and self.mode != "pass":
+                        commit_forwarded = True
                     swriter.write(data)
                     await swriter.drain()
             except OSError:
@@ -144,12 +146,12 @@ class FaultProxy:
         async def downstream() -> None:
             try:
                 while data := await sreader.read(65536):
-                    if exec_forwarded and self.mode == "drop_exec_reply":
-                        self.exec_replies_dropped += 1
+                    if commit_forwarded and self.mode == "drop_commit_reply":
+                        self.commit_replies_dropped += 1
                         cwriter.transport.abort()
                         return
-                    if exec_forwarded and self.mode == "hold_exec_reply":
-                        self.exec_replies_dropped += 1
+                    if commit_forwarded and self.mode == "hold_commit_reply":
+                        self.commit_replies_dropped += 1
                         continue
                     cwriter.write(data)
                     await cwriter.drain()
@@ -451,8 +453,11 @@ async def test_concurrent_read_modify_write_increments_equal_successes(
     assert await storage.get(counter, b"n") == b"%d" % (successes + 20)
 
 
-async def test_transactions_return_their_connection_to_the_pool(server: RedisServer) -> None:
-    store = open_redis(server.url, max_connections=2, pool_timeout=5.0)
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_transactions_return_their_connection_to_the_pool(
+    server: RedisServer, group_commit: bool
+) -> None:
+    store = open_redis(server.url, max_connections=2, pool_timeout=5.0, group_commit=group_commit)
     try:
         await store.set(ALICE, b"k", b"v")
         for n in range(30):
@@ -467,17 +472,18 @@ async def test_transactions_return_their_connection_to_the_pool(server: RedisSer
                 await txn.commit()
         async with store.transaction(ALICE) as txn:
             await txn.get(b"k")
-            # a stale WATCH left on a pooled connection would fail this commit
+            # a leftover of an earlier transaction on a connection would fail this
             await txn.set(b"k", b"final")
         assert await store.get(ALICE, b"k") == b"final"
     finally:
         await store.close()
 
 
-async def test_overlapping_reads_of_one_transaction_share_its_connection(
-    server: RedisServer,
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_overlapping_reads_of_one_transaction_see_one_snapshot(
+    server: RedisServer, group_commit: bool
 ) -> None:
-    store = open_redis(server.url, max_connections=1, pool_timeout=5.0)
+    store = open_redis(server.url, max_connections=1, pool_timeout=5.0, group_commit=group_commit)
     try:
         async with store.transaction(ALICE) as txn:
             for n in range(10):
@@ -497,7 +503,7 @@ async def test_overlapping_reads_of_one_transaction_share_its_connection(
         await store.close()
 
 
-async def test_abort_drops_the_watch_so_later_transactions_do_not_conflict(
+async def test_abort_leaves_nothing_behind_so_later_transactions_do_not_conflict(
     storage: RedisStorage,
 ) -> None:
     other = ActorId("bank", "bob")
@@ -505,7 +511,7 @@ async def test_abort_drops_the_watch_so_later_transactions_do_not_conflict(
     txn = storage.transaction(ALICE)
     await txn.get(b"k")
     await txn.abort()
-    await storage.set(ALICE, b"k", b"changed")  # would trip a leaked WATCH
+    await storage.set(ALICE, b"k", b"changed")  # would trip anything left armed
     async with storage.transaction(other) as txn2:
         await txn2.get(b"k")
         await txn2.set(b"k", b"bob")
@@ -519,8 +525,8 @@ async def test_killed_server_gives_unavailable_and_the_storage_recovers_by_itsel
     server: RedisServer, storage: RedisStorage
 ) -> None:
     await storage.set(ALICE, b"k", b"before")
-    pinned = storage.transaction(ALICE)
-    assert await pinned.get(b"k") == b"before"
+    open_txn = storage.transaction(ALICE)
+    assert await open_txn.get(b"k") == b"before"
 
     server.kill()
     with pytest.raises(StorageUnavailableError) as info:
@@ -530,9 +536,9 @@ async def test_killed_server_gives_unavailable_and_the_storage_recovers_by_itsel
         await bounded(storage.list_keys(ALICE))
     with pytest.raises(StorageUnavailableError):
         await bounded(storage.set(ALICE, b"k", b"during"))
-    await pinned.set(b"k", b"pinned")
+    await open_txn.set(b"k", b"open")
     with pytest.raises(StorageUnavailableError):
-        await bounded(pinned.commit())
+        await bounded(open_txn.commit())
 
     server.start()
     assert await bounded(storage.get(ALICE, b"k")) is None  # no persistence configured
@@ -562,20 +568,20 @@ async def test_acknowledged_commits_survive_a_kill_with_appendfsync_always(
             await store.close()
 
 
-async def test_lost_exec_reply_is_outcome_unknown_and_the_commit_landed(
+async def test_lost_commit_reply_is_outcome_unknown_and_the_commit_landed(
     proxy: FaultProxy, raw: aioredis.Redis
 ) -> None:
     store = open_redis(proxy.url)
     try:
         await store.set(ALICE, b"n", b"0")
-        proxy.mode = "drop_exec_reply"
+        proxy.mode = "drop_commit_reply"
         txn = store.transaction(ALICE)
         assert await txn.get(b"n") == b"0"
         await txn.set(b"n", b"1")
         with pytest.raises(CommitOutcomeUnknownError) as info:
             await bounded(txn.commit())
         assert isinstance(info.value.__cause__, rex.RedisError)
-        assert proxy.exec_replies_dropped == 1
+        assert proxy.commit_replies_dropped == 1
         assert await raw.hget(actor_keys("kelpie", ALICE).data, b"n") == b"1"
 
         # a write-only commit whose reply is lost is reported the same way
@@ -589,12 +595,13 @@ async def test_lost_exec_reply_is_outcome_unknown_and_the_commit_landed(
         await store.close()
 
 
-async def test_exec_reply_timeout_is_outcome_unknown(
+async def test_commit_reply_timeout_is_outcome_unknown(
     proxy: FaultProxy, raw: aioredis.Redis
 ) -> None:
     store = open_redis(proxy.url, socket_timeout=0.5)
     try:
-        proxy.mode = "hold_exec_reply"
+        await store.set(ALICE, b"first", b"v")  # the script is loaded: EVALSHA will run it
+        proxy.mode = "hold_commit_reply"
         with pytest.raises(CommitOutcomeUnknownError):
             await bounded(store.set(ALICE, b"k", b"v"))
         assert await raw.hget(actor_keys("kelpie", ALICE).data, b"k") == b"v"
@@ -602,7 +609,7 @@ async def test_exec_reply_timeout_is_outcome_unknown(
         await store.close()
 
 
-async def test_connection_cut_before_commit_is_unavailable_and_writes_nothing(
+async def test_connection_cut_between_read_and_commit_keeps_the_version_check(
     proxy: FaultProxy, raw: aioredis.Redis
 ) -> None:
     store = open_redis(proxy.url)
@@ -611,13 +618,21 @@ async def test_connection_cut_before_commit_is_unavailable_and_writes_nothing(
         await store.set(ALICE, b"n", b"0")
         txn = store.transaction(ALICE)
         assert await txn.get(b"n") == b"0"
-        await proxy.cut_all()  # the connection holding the WATCH dies before commit
+        await proxy.cut_all()  # no WATCH to lose: the commit reconnects and checks the version
         await txn.set(b"n", b"1")
-        with pytest.raises(StorageUnavailableError):
-            await bounded(txn.commit())
-        assert await raw.hget(data_key, b"n") == b"0"
+        await bounded(txn.commit())
+        assert await raw.hget(data_key, b"n") == b"1"
 
-        # a pooled connection cut while idle is replaced transparently
+        txn = store.transaction(ALICE)
+        assert await txn.get(b"n") == b"1"
+        await proxy.cut_all()
+        await raw.incr(actor_keys("kelpie", ALICE).version)  # a commit lands meanwhile
+        await txn.set(b"n", b"2")
+        with pytest.raises(TransactionConflictError):
+            await bounded(txn.commit())
+        assert await raw.hget(data_key, b"n") == b"1"
+
+        # a connection cut while idle is replaced transparently
         await proxy.cut_all()
         await store.set(ALICE, b"n", b"2")
         assert await raw.hget(data_key, b"n") == b"2"
@@ -631,7 +646,7 @@ async def test_connection_cut_before_commit_is_unavailable_and_writes_nothing(
         await store.close()
 
 
-async def test_read_that_loses_its_connection_breaks_the_transaction(
+async def test_a_failed_read_fails_the_transaction_and_writes_nothing(
     proxy: FaultProxy, raw: aioredis.Redis
 ) -> None:
     store = open_redis(proxy.url)
@@ -640,11 +655,14 @@ async def test_read_that_loses_its_connection_breaks_the_transaction(
         txn = store.transaction(ALICE)
         await txn.get(b"n")
         await proxy.cut_all()
+        assert await bounded(txn.get(b"other")) is None  # the next read reconnects
+        await proxy.close()
         with pytest.raises(StorageUnavailableError):
-            await bounded(txn.get(b"other"))
+            await bounded(txn.get(b"more"))
+        await proxy.start()
         await txn.set(b"n", b"1")
         with pytest.raises(StorageUnavailableError):
-            await txn.commit()  # its WATCH is gone: it must not commit blind
+            await txn.commit()  # it could not read what it wanted: never commit blind
         assert await raw.hget(actor_keys("kelpie", ALICE).data, b"n") == b"0"
     finally:
         await store.close()
@@ -700,6 +718,31 @@ async def test_foreign_value_of_the_wrong_type_is_corrupt_state(
         await storage.get(ALICE, b"k")
     with pytest.raises(CorruptStateError):
         await storage.set(ALICE, b"k", b"v")
+
+
+async def test_a_foreign_key_of_the_wrong_type_fails_the_commit_with_nothing_applied(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    store, raw_client = backend
+    keys = actor_keys("kelpie", ALICE)
+    await store.set(ALICE, b"k", b"v")
+    await raw_client.delete(keys.index)
+    await raw_client.set(keys.index, b"not a sorted set")
+    with pytest.raises(CorruptStateError):
+        async with store.transaction(ALICE) as txn:
+            await txn.set(b"k", b"changed")
+            await txn.set(b"new", b"x")
+    assert await raw_client.hgetall(keys.data) == {b"k": b"v"}  # the script wrote nothing
+    assert await raw_client.get(keys.version) == b"1"
+
+    await raw_client.delete(keys.index)
+    await raw_client.set(keys.version, b"not a number")
+    with pytest.raises(CorruptStateError):
+        await store.set(ALICE, b"k", b"changed")
+    with pytest.raises(CorruptStateError):
+        async with store.transaction(ALICE) as txn:
+            await txn.get(b"k")
+    assert await raw_client.hgetall(keys.data) == {b"k": b"v"}
 
 
 # -- authentication and configuration --------------------------------------------------

@@ -20,12 +20,21 @@ itself reaches every item of the batch.
 If the drain task is cancelled (its process is shutting down or crashed, in
 a simulation), the items of the batch in flight get ``in_flight_error()``
 (the backend says what is known: nothing applied, or outcome unknown) and the
-items still queued get ``StorageUnavailableError`` (never sent).
+items still queued get ``StorageUnavailableError`` (never sent) -- also when
+it is cancelled before it first runs.
+
+Whose task is the drain? By default it starts in the context of the caller
+that led last, so it dies with that caller's "process" in a simulation (the
+memory backend gives each simulated process its own storage, whose batches
+must die with it). A storage shared by every caller of a process (an LMDB
+environment's writer, a Redis connection) passes ``shared=True``: its drain
+starts in a fresh ``contextvars.Context`` and belongs to no caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -50,12 +59,14 @@ class Batcher(Generic[T, R]):
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         in_flight_error: Callable[[], BaseException],
+        shared: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._write = write
         self._max_batch = max_batch
         self._in_flight_error = in_flight_error
+        self._shared = shared
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._busy = False
         self._drainer: asyncio.Task[None] | None = None
@@ -98,7 +109,31 @@ class Batcher(Generic[T, R]):
 
     def _start_drain(self) -> None:
         self._busy = True
-        self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        loop = asyncio.get_running_loop()
+        context = contextvars.Context() if self._shared else None
+        drainer = loop.create_task(self._drain(), context=context)
+        self._drainer = drainer
+        drainer.add_done_callback(self._drain_ended)
+
+    def _drain_ended(self, drainer: asyncio.Task[None]) -> None:
+        """A drain cancelled before it ran never reached its ``finally``: clean up here."""
+        if self._drainer is not drainer:
+            return  # it ran, and reset everything itself
+        self._drainer = None
+        self._busy = False
+        self.in_flight = 0
+        self._fail_queue()
+
+    def _fail_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            _, future = queue.popleft()
+            if not future.done():
+                future.set_exception(
+                    StorageUnavailableError(
+                        "the storage stopped before this commit was sent; nothing was written"
+                    )
+                )
 
     async def _drain(self) -> None:
         queue = self._queue
@@ -132,14 +167,7 @@ class Batcher(Generic[T, R]):
             for _, future in batch:
                 if not future.done():
                     future.set_exception(self._in_flight_error())
-            while queue:
-                _, future = queue.popleft()
-                if not future.done():
-                    future.set_exception(
-                        StorageUnavailableError(
-                            "the storage stopped before this commit was sent; nothing was written"
-                        )
-                    )
+            self._fail_queue()
             raise
         finally:
             self._busy = False

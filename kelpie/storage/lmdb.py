@@ -166,8 +166,12 @@ class LMDBStorage(StorageBase):
         self.path = self._env.path
         self._batcher: Batcher[WriteJob, object] | None = None
         if opts.group_commit:
+            # shared: the batches serve every caller of this storage, whoever led last.
             self._batcher = Batcher(
-                self._env.write_batch, max_batch=opts.max_batch, in_flight_error=_in_flight
+                self._env.write_batch,
+                max_batch=opts.max_batch,
+                in_flight_error=_in_flight,
+                shared=True,
             )
 
     @property

@@ -1,30 +1,35 @@
-"""``redis://``, ``rediss://``, ``unix://``: actor records in Redis, committed with MULTI/EXEC.
+"""``redis://``, ``rediss://``, ``unix://``: actor records in Redis, one check-and-set per commit.
 
-Key layout and hash slots: ``kelpie.storage.redis_keys`` (ADR 0003). Error
-translation: ``kelpie.storage.redis_errors``. Operator guide:
-``docs/backends/redis.md``.
+Key layout and hash slots: ``kelpie.storage.redis_keys`` (ADR 0003). The
+commit protocol and why it needs no ``WATCH``: ADR 0008. Connections and
+group commit: ``kelpie.storage.redis_pipeline``. Error translation:
+``kelpie.storage.redis_errors``. Operator guide: ``docs/backends/redis.md``.
 
-A commit is one round trip on one connection. A transaction that read
-anything pinned a connection at its first read and sent ``WATCH`` on the
-actor's version key in the same round trip as that read; its commit sends
-``MULTI``, the writes, ``INCR version`` and ``EXEC`` on that connection, and a
-nil ``EXEC`` reply is a ``TransactionConflictError`` (nothing was written). A
-write-only transaction sends the same ``MULTI``/``EXEC`` block without
-``WATCH`` and never conflicts.
+A transaction's first read sends ``GET version`` and the read command in one
+request (Redis runs one connection's commands in order) and remembers the
+version (none = 0); later reads send just the command. ``commit()`` is ONE
+request: ``EVALSHA`` of a Lua script that compares the actor's version with
+the remembered one (no comparison for a write-only transaction), applies
+every put and delete, ``INCR``s the version and answers 0 on a conflict
+(``TransactionConflictError``, nothing written). A script runs atomically
+and touches one hash slot, like the ``MULTI``/``EXEC`` block it replaced.
 
-kelpie sends and reads every command itself on connections borrowed from a
-redis-py pool whose retries are disabled: a transparent retry could apply a
-commit twice or hide an outage. Because it knows when a commit's bytes were
-handed to the socket, it can tell "nothing was written"
+With ``group_commit`` (the default) every request to a server goes through
+one multiplexed connection: requests that arrive while a batch is on the
+wire are sent together, in one round trip. With ``group_commit=false`` each
+request goes alone on a pooled connection. Either way kelpie sends and reads
+every command itself with redis-py's retries disabled (a transparent retry
+could apply a commit twice or hide an outage) and knows when a commit's
+bytes were handed to the socket, so it can tell "nothing was written"
 (``StorageUnavailableError``) from "it may have landed"
 (``CommitOutcomeUnknownError``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import select
+import hashlib
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -48,115 +53,100 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
-from kelpie.storage.options import as_float, as_int, as_str, merge_options
+from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
+from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
 from kelpie.storage.redis_errors import translate_redis_error
 from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name, lex_range
+from kelpie.storage.redis_pipeline import (
+    Command,
+    Multiplexer,
+    Request,
+    checkout,
+    pack,
+    pack_args,
+    roundtrip,
+)
 from kelpie.storage.url import StorageURL
 
-__all__ = ["DEFAULT_PREFIX", "RedisStorage", "open_redis"]
+__all__ = ["COMMIT_SCRIPT", "DEFAULT_PREFIX", "RedisStorage", "open_redis"]
 
 DEFAULT_PREFIX = "kelpie"
 _DEFAULT_PORT = 6379
 
-_HAS_POLL = hasattr(select, "poll")
-_POLL_STALE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0) if _HAS_POLL else 0
-
-# -- RESP encoding ------------------------------------------------------------
+# -- the commit script (ADR 0008) ------------------------------------------------
 #
-# Commands are packed by hand, once per round trip: the argument set is tiny
-# (bytes only), and skipping redis-py's per-argument encoder keeps a commit's
-# client-side cost below that of a redis-py pipeline doing the same writes.
+# KEYS: version, data hash, index zset (one hash slot). ARGV[1]: the expected
+# version ('' = write-only, never conflicts); ARGV[2]: the number of puts;
+# then key, value per put; then the deleted keys. Every check comes before
+# the first write, so a wrong-type key (written by something other than
+# kelpie) fails the commit with nothing applied. Answers 0 on a conflict,
+# else the new version (>= 1).
 
-_Command = Sequence[bytes]
+COMMIT_SCRIPT = b"""
+local version = redis.call('GET', KEYS[1])
+if version and not string.match(version, '^%d+$') then
+  return redis.error_reply('WRONGTYPE the version key does not hold a version')
+end
+if ARGV[1] ~= '' and (version or '0') ~= ARGV[1] then
+  return 0
+end
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'none' and kind ~= 'hash' then
+  return redis.error_reply('WRONGTYPE the data key is not a hash')
+end
+kind = redis.call('TYPE', KEYS[3])['ok']
+if kind ~= 'none' and kind ~= 'zset' then
+  return redis.error_reply('WRONGTYPE the index key is not a sorted set')
+end
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], 0, ARGV[i])
+  i = i + 2
+end
+for j = i, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[j])
+  redis.call('ZREM', KEYS[3], ARGV[j])
+end
+return redis.call('INCR', KEYS[1])
+"""
+_COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT).hexdigest().encode("ascii")
 
 
-def _pack(commands: Sequence[_Command]) -> bytes:
-    out: list[bytes] = []
-    append = out.append
-    for command in commands:
-        append(b"*%d\r\n" % len(command))
-        for arg in command:
-            append(b"$%d\r\n" % len(arg))
-            append(arg)
-            append(b"\r\n")
-    return b"".join(out)
+_EVALSHA_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n" + _COMMIT_SHA + b"\r\n"
+_EVAL_HEAD = b"$4\r\nEVAL\r\n$%d\r\n%b\r\n" % (len(COMMIT_SCRIPT), COMMIT_SCRIPT)
 
 
-_UNWATCH = _pack([(b"UNWATCH",)])
+@lru_cache(maxsize=8192)
+def _packed_keys(keys: ActorKeys) -> tuple[bytes, bytes]:
+    """``GET version``, and the ``numkeys`` and KEYS of a commit call, packed once per actor."""
+    fragment: list[bytes] = []
+    pack_args((b"3", keys.version, keys.data, keys.index), fragment)
+    return pack([(b"GET", keys.version)]), b"".join(fragment)
 
 
-def _commit_commands(keys: ActorKeys, writes: Writes) -> list[_Command]:
-    """MULTI, the writes, INCR version, EXEC; every command cannot fail on our own keys."""
-    put_fields: list[bytes] = [b"HSET", keys.data]
-    put_index: list[bytes] = [b"ZADD", keys.index]
+def _commit_call(head: bytes, keys: ActorKeys, expected: bytes, writes: Writes) -> bytes:
+    """The packed ``EVALSHA``/``EVAL`` (``head``) of the commit script for ``writes``."""
+    puts: list[bytes] = []
     deleted: list[bytes] = []
     for key, value in writes.items():
         if value is None:
             deleted.append(key)
         else:
-            put_fields += (key, value)
-            put_index += (b"0", key)
-    commands: list[_Command] = [(b"MULTI",)]
-    if len(put_fields) > 2:
-        commands.append(put_fields)
-        commands.append(put_index)
-    if deleted:
-        commands.append([b"HDEL", keys.data, *deleted])
-        commands.append([b"ZREM", keys.index, *deleted])
-    commands.append((b"INCR", keys.version))
-    commands.append((b"EXEC",))
-    return commands
+            puts += (key, value)
+    args = (expected, b"%d" % (len(puts) // 2), *puts, *deleted)
+    out = [b"*%d\r\n" % (6 + len(args)), head, _packed_keys(keys)[1]]
+    pack_args(args, out)
+    return b"".join(out)
 
 
-# -- connection handling ------------------------------------------------------
-
-
-def _socket_looks_stale(conn: AbstractConnection) -> bool:
-    """True if an idle connection's socket has anything pending (EOF, RST, stray bytes).
-
-    redis-py only notices a peer that went away once the event loop has run its
-    read callback; a zero-timeout ``poll`` asks the kernel directly, so a
-    commit is never sent down a socket the server already closed.
-    """
-    reader = getattr(conn, "_reader", None)
-    if reader is not None and reader.at_eof():
-        return True
-    writer = getattr(conn, "_writer", None)
-    transport = getattr(writer, "transport", None)
-    if transport is None:  # not connected, or a fake connection (fakeredis)
-        return writer is None
-    if transport.is_closing():
-        return True
-    if transport.get_extra_info("sslcontext") is not None:
-        return False  # TLS may have protocol records pending; redis-py's own check covers it
-    sock = transport.get_extra_info("socket")
-    if sock is None or not _HAS_POLL:
-        return False
-    poller = select.poll()
-    poller.register(sock.fileno(), _POLL_STALE)
-    return bool(poller.poll(0))
-
-
-async def _roundtrip(conn: AbstractConnection, packed: bytes, replies: int) -> list[Any]:
-    """Send ``packed`` and read ``replies`` replies; error replies come back as values.
-
-    Transport errors propagate (redis-py has already disconnected ``conn``).
-    """
-    await conn.send_packed_command(packed, check_health=False)
-    results: list[Any] = []
-    for _ in range(replies):
-        try:
-            results.append(await conn.read_response(disable_decoding=True))
-        except rex.ResponseError as exc:
-            results.append(exc)
-    return results
-
-
-def _first_error(replies: Sequence[Any]) -> rex.ResponseError | None:
-    for reply in replies:
-        if isinstance(reply, rex.ResponseError):
-            return reply
-    return None
+def _parse_version(reply: Any) -> int:
+    """The actor's version from a ``GET version`` reply (nil = 0); raise if it is not one."""
+    if reply is None:
+        return 0
+    if isinstance(reply, bytes) and reply.isdigit():
+        return int(reply)
+    raise ValueError(f"not a version: {reply!r}")
 
 
 # -- the backend ----------------------------------------------------------------
@@ -168,142 +158,64 @@ class _RedisTransaction(BufferedTransaction):
     def __init__(self, storage: RedisStorage, actor: ActorId) -> None:
         super().__init__(storage, actor)
         self._keys = actor_keys(storage.prefix, actor)
-        self._conn: AbstractConnection | None = None  # pinned at the first read
-        self._watching = False  # WATCH is active on self._conn
-        self._broken = False  # the pinned connection failed: its WATCH is gone
-        # One request at a time on the pinned connection, even if the caller
-        # overlaps operations of this transaction (replies must not interleave).
-        self._lock = asyncio.Lock()
+        self._version: int | None = None  # the actor's version at the first read
+        self._failed = False  # a read failed: what this transaction saw cannot be trusted
 
-    async def _read_on_pin(self, command: _Command, action: str) -> Any:
-        async with self._lock:
-            return await self._read_on_pin_locked(command, action)
-
-    async def _read_on_pin_locked(self, command: _Command, action: str) -> Any:
+    async def _read_command(self, command: Command, action: str) -> Any:
         storage = self._storage
-        if self._broken:
-            raise StorageUnavailableError(
-                f"an earlier read of this transaction on {self.actor} lost its connection "
-                f"to {storage.where}; abort and retry the transaction"
-            )
+        first = self._version is None
+        if first:
+            commands = [command, *storage._first_read_suffix(self._keys)]
+            packed = _packed_keys(self._keys)[0] + pack(commands)  # GET version first
+            request = Request(packed, 1 + len(commands), False, action)
+        else:
+            request = Request(pack([command]), 1, False, action)
         try:
-            if self._conn is None:
-                self._conn = await storage._acquire(self.actor)
-                suffix = storage._first_read_suffix(self._keys)
-                packed = _pack([(b"WATCH", self._keys.version), command, *suffix])
-                self._watching = True
-                watch_reply, reply, *suffix_replies = await _roundtrip(
-                    self._conn, packed, 2 + len(suffix)
-                )
-                if isinstance(watch_reply, rex.ResponseError):
-                    raise watch_reply
+            replies = await storage._send(self.actor, request)
+            if not first:
+                (reply,) = replies
             else:
-                suffix_replies = []
-                (reply,) = await _roundtrip(self._conn, _pack([command]), 1)
-        except Exception as exc:
-            self._broken = self._conn is not None
-            raise storage._translate(exc, action) from exc
-        if isinstance(reply, rex.ResponseError):
-            raise storage._translate(reply, action) from reply
-        if suffix_replies:
-            try:
-                storage._check_first_read_suffix(self.actor, suffix_replies)
-            except BaseException:
-                self._broken = True  # what this transaction read cannot be trusted
-                raise
+                version_reply, reply, *suffix_replies = replies
+                if isinstance(version_reply, rex.ResponseError):
+                    raise storage._translate(version_reply, action) from version_reply
+                try:
+                    version = _parse_version(version_reply)
+                except ValueError as exc:
+                    raise CorruptStateError(
+                        f"the version key of {self.actor} at {storage.where} does not hold a "
+                        f"version: something other than kelpie wrote it ({version_reply!r})"
+                    ) from exc
+                if suffix_replies:
+                    storage._check_first_read_suffix(self.actor, suffix_replies)
+                # Overlapping first reads: the oldest version is the one to fence on.
+                if self._version is None or version < self._version:
+                    self._version = version
+            if isinstance(reply, rex.ResponseError):
+                raise storage._translate(reply, action) from reply
+        except BaseException:
+            self._failed = True
+            raise
         return reply
 
     async def _read(self, key: bytes) -> bytes | None:
-        reply = await self._read_on_pin((b"HGET", self._keys.data, key), "reading a key")
+        reply = await self._read_command((b"HGET", self._keys.data, key), "reading a key")
         return None if reply is None else bytes(reply)
 
     async def _read_keys(self, prefix: bytes) -> list[bytes]:
         low, high = lex_range(prefix)
-        reply = await self._read_on_pin(
+        reply = await self._read_command(
             (b"ZRANGEBYLEX", self._keys.index, low, high), "listing keys"
         )
         return [bytes(key) for key in reply]
 
     async def _commit(self, writes: Writes) -> None:
-        async with self._lock:
-            await self._commit_locked(writes)
-
-    async def _commit_locked(self, writes: Writes) -> None:
-        storage = self._storage
-        commands = _commit_commands(self._keys, writes)
-        suffix = storage._commit_suffix()
-        packed = _pack([*commands, *suffix])
-        conn = self._conn
-        pinned = conn is not None
-        if self._broken:
+        if self._failed:
             raise StorageUnavailableError(
-                f"a read of this transaction on {self.actor} lost its connection to "
-                f"{storage.where}; nothing was written"
+                f"a read of this transaction on {self.actor} failed; nothing was written: "
+                f"abort and retry the transaction"
             )
-        try:
-            if conn is None:
-                conn = await storage._acquire(self.actor)
-            elif not conn.is_connected or await conn.can_read() or _socket_looks_stale(conn):
-                # The connection holding our WATCH died: we can no longer detect
-                # a conflicting commit, so refuse before sending anything.
-                self._broken = True
-                self._watching = False
-                await conn.disconnect(nowait=True)
-                raise rex.ConnectionError("the pinned connection was closed by the server")
-        except Exception as exc:
-            raise storage._translate(exc, "committing") from exc
-        try:
-            replies = await _roundtrip(conn, packed, len(commands) + len(suffix))
-        except Exception as exc:
-            self._broken = True
-            raise storage._translate(exc, "committing", sent=True) from exc
-        finally:
-            self._watching = False  # EXEC (or a dropped connection) ends every WATCH
-            if not pinned:
-                await storage._release(conn)
-        self._check_exec(replies[: len(commands)])
-        if suffix:
-            storage._check_commit_suffix(self.actor, replies[len(commands) :])
-
-    def _check_exec(self, replies: list[Any]) -> None:
-        storage = self._storage
-        result = replies[-1]
-        if result is None:
-            raise TransactionConflictError(
-                f"another commit on {self.actor} landed after this transaction read it"
-            )
-        if isinstance(result, rex.ResponseError):
-            # EXECABORT: a queued command was rejected (OOM, READONLY, NOAUTH...);
-            # Redis discarded the whole block. Report the queued command's error.
-            cause = _first_error(replies[:-1]) or result
-            raise storage._translate(cause, "committing") from cause
-        failed = _first_error(result) if isinstance(result, list) else None
-        if failed is not None or not isinstance(result, list):
-            raise CorruptStateError(
-                f"redis at {storage.where} rejected part of a commit on {self.actor} after "
-                f"EXEC: a key under prefix {storage.prefix!r} was written by something "
-                f"other than kelpie ({failed or result!r})"
-            )
-
-    async def _release(self) -> None:
-        if self._conn is None:
-            return
-        async with self._lock:
-            await self._release_locked()
-
-    async def _release_locked(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if self._watching and conn.is_connected:
-                self._watching = False
-                try:
-                    await _roundtrip(conn, _UNWATCH, 1)
-                except Exception:
-                    await conn.disconnect(nowait=True)  # dropping it drops its WATCH
-        finally:
-            await self._storage._release(conn)
+        expected = b"" if self._version is None else b"%d" % self._version
+        await self._storage._commit(self.actor, self._keys, expected, writes)
 
 
 def _describe_pool(pool: ConnectionPool) -> str:
@@ -319,10 +231,12 @@ class RedisStorage(StorageBase):
     """Storage on a Redis server through a ``redis.asyncio`` client.
 
     ``open_redis(url)`` builds the client from a URL. Tests may pass any
-    ``redis.asyncio.Redis`` (including ``fakeredis.FakeAsyncRedis``); the
-    storage then uses that client's connection pool through the same code
-    path, and ``close()`` closes the client unless ``close_client=False``.
-    Every key kelpie touches starts with ``prefix + ":"``.
+    ``redis.asyncio.Redis`` (including ``fakeredis.FakeAsyncRedis``, whose
+    Lua needs ``lupa``); the storage then uses that client's connection pool
+    through the same code path, and ``close()`` closes the client unless
+    ``close_client=False``. Every key kelpie touches starts with
+    ``prefix + ":"``. ``group_commit`` and ``max_batch``: see the module
+    docstring and ``kelpie.storage.redis_pipeline``.
     """
 
     def __init__(
@@ -333,6 +247,8 @@ class RedisStorage(StorageBase):
         description: str | None = None,
         close_client: bool = True,
         secret: str | None = None,
+        group_commit: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.prefix = check_prefix_name(prefix)
         self._client = client
@@ -340,6 +256,15 @@ class RedisStorage(StorageBase):
         self.where = description or _describe_pool(self._pool)
         self._close_client = close_client
         self._secret = secret or self._pool.connection_kwargs.get("password")
+        self._init_pipelines(group_commit, max_batch)
+
+    def _init_pipelines(self, group_commit: bool, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
+        self.group_commit = group_commit
+        self.max_batch = max_batch
+        self._multiplexers: dict[object, Multiplexer] = {}
+        self._single: Multiplexer | None = None  # the multiplexer when there is one server
 
     def __repr__(self) -> str:
         return f"RedisStorage({self.where}, prefix={self.prefix!r})"
@@ -349,51 +274,110 @@ class RedisStorage(StorageBase):
             exc, where=self.where, action=action, sent=sent, secret=self._secret
         )
 
-    async def _acquire(self, actor: ActorId) -> AbstractConnection:
-        """A connected, clean connection to the server holding ``actor``; raw errors propagate."""
-        return await self._checkout(self._pool)
+    def _translate_sent(self, exc: BaseException, action: str, sent: bool) -> Exception:
+        error = self._translate(exc, action, sent=sent)
+        error.__cause__ = exc
+        return error
+
+    # -- where requests go (redis_cluster routes by hash slot) ------------------------
+
+    async def _pool_for(self, actor: ActorId) -> tuple[object, ConnectionPool]:
+        """The pool of the server holding ``actor`` and a key naming that server."""
+        return None, self._pool
 
     async def _checkout(self, pool: ConnectionPool) -> AbstractConnection:
         """A connected, clean connection from ``pool``; raw redis errors propagate."""
-        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        return await checkout(pool)
+
+    def multiplexer(self, node: object = None) -> Multiplexer | None:
+        """The multiplexer of a server (``None`` before its first use or without group commit).
+
+        Its ``batcher.batches`` and ``batcher.items`` count round trips and requests.
+        """
+        return self._multiplexers.get(node)
+
+    async def _send(self, actor: ActorId, request: Request) -> list[Any]:
+        """Run ``request`` on the server holding ``actor``: its replies, or a kelpie error.
+
+        Error replies come back as ``ResponseError`` values; a commit's replies
+        are followed by those of ``_commit_suffix()``.
+        """
+        if self._single is not None:  # one server, already connected: the hot path
+            return await self._single.submit(request)
         try:
-            if _socket_looks_stale(conn):
-                # The server closed it (restart, idle timeout) before the event
-                # loop noticed: nothing was sent on it, so reconnecting is safe.
-                await conn.disconnect(nowait=True)
-                await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
+            node, pool = await self._pool_for(actor)
+        except Exception as exc:
+            raise self._translate(exc, request.action) from exc
+        if self.group_commit:
+            mux = self._multiplexers.get(node)
+            if mux is None:
+                mux = self._multiplexers[node] = Multiplexer(
+                    pool,
+                    translate=self._translate_sent,
+                    max_batch=self.max_batch,
+                    commit_suffix=self._commit_suffix(),
+                )
+                if node is None:
+                    self._single = mux
+            return await mux.submit(request)
+        packed, replies = request.packed, request.replies
+        if request.commit:
+            suffix = self._commit_suffix()
+            packed += pack(suffix)
+            replies += len(suffix)
+        try:
+            conn = await self._checkout(pool)
+        except Exception as exc:
+            raise self._translate(exc, request.action) from exc
+        try:
+            return await roundtrip(conn, packed, replies)
+        except Exception as exc:
+            raise self._translate(exc, request.action, sent=request.commit) from exc
+        finally:
             await pool.release(conn)
-            raise
-        return conn
 
-    async def _release(self, conn: AbstractConnection) -> None:
-        await self._pool.release(conn)
+    async def _commit(
+        self, actor: ActorId, keys: ActorKeys, expected: bytes, writes: Writes
+    ) -> None:
+        """Run the commit script for ``writes``; raise on a conflict or a failure."""
+        packed = _commit_call(_EVALSHA_HEAD, keys, expected, writes)
+        replies = await self._send(actor, Request(packed, 1, True, "committing"))
+        if isinstance(replies[0], rex.NoScriptError):
+            # Nothing ran; EVAL runs the script and caches it for later EVALSHAs.
+            packed = _commit_call(_EVAL_HEAD, keys, expected, writes)
+            replies = await self._send(actor, Request(packed, 1, True, "committing"))
+        result, *suffix_replies = replies
+        if result == 0:
+            raise TransactionConflictError(
+                f"another commit on {actor} landed after this transaction read it"
+            )
+        if isinstance(result, rex.ResponseError):
+            raise self._translate(result, "committing") from result
+        if not isinstance(result, int):
+            raise CorruptStateError(
+                f"redis at {self.where} answered {result!r} to a commit on {actor}: "
+                f"expected the new version"
+            )
+        if suffix_replies:
+            self._check_commit_suffix(actor, suffix_replies)
 
-    def _commit_suffix(self) -> Sequence[_Command]:
-        """Commands sent after ``EXEC`` in a commit's round trip (none here; see redis_cluster)."""
+    def _commit_suffix(self) -> Sequence[Command]:
+        """Commands sent after a batch holding commits (none here; see redis_cluster)."""
         return ()
 
     def _check_commit_suffix(self, actor: ActorId, replies: list[Any]) -> None:
-        """Judge the replies to ``_commit_suffix()`` once ``EXEC`` succeeded."""
+        """Judge the replies to ``_commit_suffix()`` once the commit succeeded."""
 
-    def _first_read_suffix(self, keys: ActorKeys) -> Sequence[_Command]:
-        """Commands sent after a transaction's first read, same round trip (none here)."""
+    def _first_read_suffix(self, keys: ActorKeys) -> Sequence[Command]:
+        """Commands sent after a transaction's first read, same request (none here)."""
         return ()
 
     def _check_first_read_suffix(self, actor: ActorId, replies: list[Any]) -> None:
         """Judge the replies to ``_first_read_suffix()``; raise to fail the read."""
 
-    async def _run(self, actor: ActorId, command: _Command, action: str) -> Any:
-        """One command outside any transaction, on a pooled connection."""
-        try:
-            conn = await self._acquire(actor)
-            try:
-                (reply,) = await _roundtrip(conn, _pack([command]), 1)
-            finally:
-                await self._release(conn)
-        except Exception as exc:
-            raise self._translate(exc, action) from exc
+    async def _run(self, actor: ActorId, command: Command, action: str) -> Any:
+        """One read command outside any transaction."""
+        (reply,) = await self._send(actor, Request(pack([command]), 1, False, action))
         if isinstance(reply, rex.ResponseError):
             raise self._translate(reply, action) from reply
         return reply
@@ -412,10 +396,17 @@ class RedisStorage(StorageBase):
     def _transaction(self, actor: ActorId) -> _RedisTransaction:
         return _RedisTransaction(self, actor)
 
+    async def _close_multiplexers(self) -> None:
+        multiplexers, self._multiplexers = list(self._multiplexers.values()), {}
+        self._single = None
+        for mux in multiplexers:
+            await mux.close()
+
     async def _close(self) -> None:
-        if not self._close_client:
-            return
         try:
+            await self._close_multiplexers()
+            if not self._close_client:
+                return
             await self._client.aclose()
             await self._pool.aclose()
         except Exception as exc:
@@ -430,6 +421,8 @@ _COMMON_OPTIONS = {
     "connect_timeout": as_float,
     "max_connections": as_int,
     "pool_timeout": as_float,
+    "group_commit": as_bool,
+    "max_batch": as_int,
 }
 _SSL_OPTIONS = {"ssl_cert_reqs": as_str, "ssl_ca_certs": as_str}
 _CERT_REQS = ("none", "optional", "required")
@@ -461,7 +454,11 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
     ``ssl_ca_certs`` = a CA bundle path); ``unix:///path.sock?db=N``. Options
     (URL query or keyword): ``prefix`` (default ``kelpie``), ``socket_timeout``
     (5.0 s), ``connect_timeout`` (2.0 s), ``max_connections`` (100),
-    ``pool_timeout`` (5.0 s waiting for a free connection).
+    ``pool_timeout`` (5.0 s waiting for a free connection), ``group_commit``
+    (true: one multiplexed connection, concurrent requests share round trips;
+    false: each request alone on a pooled connection), ``max_batch`` (most
+    requests one round trip carries, default
+    ``kelpie.storage.group_commit.DEFAULT_MAX_BATCH``).
     """
     parsed = StorageURL.parse(url)
     scheme = parsed.scheme
@@ -486,13 +483,17 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
     max_connections = opts.get("max_connections", 100)
     if max_connections < 1:
         raise ConfigError(f"option 'max_connections' must be at least 1, got {max_connections}")
+    group_commit = opts.get("group_commit", True)
+    max_batch = opts.get("max_batch", DEFAULT_MAX_BATCH)
+    if max_batch < 1:
+        raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
 
     kwargs: dict[str, Any] = {
         "username": parsed.username,
         "password": parsed.password,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
-        # No transparent retries anywhere: a retried EXEC could apply twice.
+        # No transparent retries anywhere: a retried commit could apply twice.
         "retry": Retry(NoBackoff(), 0),
         "retry_on_error": [],
         "protocol": 2,
@@ -546,4 +547,6 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
         prefix=prefix,
         description=parsed.render(),
         secret=parsed.password,
+        group_commit=group_commit,
+        max_batch=max_batch,
     )

@@ -2,9 +2,11 @@
 
 Every record of an actor lives in one hash slot (the hash tag of
 ``kelpie.storage.redis_keys``), so a transaction is exactly the single-server
-one of ``kelpie.storage.redis`` — ``WATCH`` at the first read, then
-``MULTI``/writes/``INCR version``/``EXEC`` in one round trip — sent to the
-master that owns the actor's slot. This module only adds the routing:
+one of ``kelpie.storage.redis`` — ``GET version`` with the first read, then
+one check-and-set script (``EVALSHA``) as the commit (ADR 0008) — sent to the
+master that owns the actor's slot. With ``group_commit`` (the default) each
+node has one multiplexed connection (``kelpie.storage.redis_pipeline``).
+This module only adds the routing:
 
 - a slot map built from ``CLUSTER SLOTS`` (asked of any reachable node, seeds
   first time) and one no-retry connection pool per node;
@@ -14,11 +16,13 @@ master that owns the actor's slot. This module only adds the routing:
   ``CommitOutcomeUnknownError`` once a commit's bytes may have reached a
   server, exactly as on one server. Nothing is retried behind the caller's
   back, so an outage is bounded by the connect and socket timeouts;
-- ``wait_replicas=N``: ``WAIT N wait_timeout_ms`` follows ``EXEC`` in the same
-  round trip; a commit is acknowledged only when N replicas have it, and
-  fewer is ``CommitOutcomeUnknownError`` (it is on the master and may be lost
-  by a failover). A transaction's first read is followed by a tiny write to
-  the actor's marker key (``…:w``) and ``WAIT`` too, so a transaction never
+- ``wait_replicas=N``: ONE ``WAIT N wait_timeout_ms`` follows every batch
+  that holds commits (every commit, without group commit), in the same round
+  trip, and its reply judges each commit of the batch: a commit is
+  acknowledged only when N replicas have it, and fewer is
+  ``CommitOutcomeUnknownError`` (it is on the master and may be lost by a
+  failover). A transaction's first read is followed by a tiny write to the
+  actor's marker key (``…:w``) and ``WAIT`` too, so a transaction never
   starts from — nor replays an idempotent result of — a commit the replicas
   have not confirmed (``StorageUnavailableError`` otherwise). See
   ``docs/scale-out.md``.
@@ -31,22 +35,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions as rex
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection
+from redis.asyncio.connection import BlockingConnectionPool, Connection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from kelpie.actor.id import ActorId
 from kelpie.errors import CommitOutcomeUnknownError, ConfigError, StorageUnavailableError
-from kelpie.storage.options import as_float, as_int, as_str, merge_options
-from kelpie.storage.redis import DEFAULT_PREFIX, RedisStorage, _pack, _roundtrip
+from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
+from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
+from kelpie.storage.redis import DEFAULT_PREFIX, RedisStorage
 from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name
+from kelpie.storage.redis_pipeline import pack, roundtrip
 from kelpie.storage.url import StorageURL
 
 __all__ = ["RedisClusterStorage", "open_redis_cluster"]
 
 _DEFAULT_PORT = 6379
-_CLUSTER_SLOTS = _pack([(b"CLUSTER", b"SLOTS")])
+_CLUSTER_SLOTS = pack([(b"CLUSTER", b"SLOTS")])
 
 Address = tuple[str, int]
 
@@ -68,7 +74,7 @@ class RedisClusterStorage(RedisStorage):
 
     Built by ``open_redis_cluster(url)``; ``seeds`` are the nodes asked for the
     slot map first. ``connection_kwargs`` configure every node's pool (no
-    retries, ever: a retried ``EXEC`` could apply twice).
+    retries, ever: a retried commit could apply twice).
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class RedisClusterStorage(RedisStorage):
         pool_timeout: float = 5.0,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        group_commit: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         # RedisStorage.__init__ wants one client; a cluster has one pool per node.
         if not seeds:
@@ -99,7 +107,7 @@ class RedisClusterStorage(RedisStorage):
         self.wait_timeout_ms = wait_timeout_ms
         self._refresh_timeout = float(connection_kwargs.get("socket_connect_timeout", 2.0))
         self._pools: dict[Address, BlockingConnectionPool] = {}
-        self._borrowed: dict[int, BlockingConnectionPool] = {}
+        self._init_pipelines(group_commit, max_batch)
         self._known: dict[Address, None] = dict.fromkeys(self._seeds)  # ordered set
         self._slots: list[Address | None] | None = None
         self._stale = True
@@ -135,7 +143,7 @@ class RedisClusterStorage(RedisStorage):
         slots = self._slots
         return None if slots is None else slots[self.slot_of(actor)]
 
-    async def _acquire(self, actor: ActorId) -> AbstractConnection:
+    async def _pool_for(self, actor: ActorId) -> tuple[object, ConnectionPool]:
         if self._stale or self._slots is None:
             await self._refresh()
         slots = self._slots
@@ -145,15 +153,7 @@ class RedisClusterStorage(RedisStorage):
         if address is None:
             self._stale = True
             raise rex.ClusterDownError(f"CLUSTERDOWN no master serves hash slot {slot}")
-        pool = self._node_pool(address)
-        conn = await self._checkout(pool)
-        self._borrowed[id(conn)] = pool
-        return conn
-
-    async def _release(self, conn: AbstractConnection) -> None:
-        pool = self._borrowed.pop(id(conn), None)
-        if pool is not None:
-            await pool.release(conn)
+        return address, self._node_pool(address)
 
     async def _refresh(self) -> None:
         """Reload the slot map from the first node that answers ``CLUSTER SLOTS``."""
@@ -184,7 +184,7 @@ class RedisClusterStorage(RedisStorage):
         conn = await self._checkout(pool)
         try:
             async with asyncio.timeout(self._refresh_timeout):
-                (reply,) = await _roundtrip(conn, _CLUSTER_SLOTS, 1)
+                (reply,) = await roundtrip(conn, _CLUSTER_SLOTS, 1)
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -217,8 +217,8 @@ class RedisClusterStorage(RedisStorage):
         if isinstance(exc, _TOPOLOGY_ERRORS):
             self._stale = True
         if isinstance(exc, rex.AskError):
-            # MOVED/ASK: a queued command was refused (EXEC then aborts the whole
-            # block) or a read went to a node that no longer owns the slot.
+            # MOVED/ASK: the commit script or a read went to a node that no
+            # longer owns the slot; it was refused before running.
             return StorageUnavailableError(
                 f"the hash slot moved while {action} on {self.where}; nothing was "
                 f"written; the slot map is being refreshed, retry ({exc})"
@@ -268,8 +268,12 @@ class RedisClusterStorage(RedisStorage):
         )
 
     async def _close(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
         failure: BaseException | None = None
+        try:
+            await self._close_multiplexers()
+        except Exception as exc:
+            failure = exc
+        pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             try:
                 await pool.aclose()
@@ -289,6 +293,8 @@ _OPTIONS = {
     "pool_timeout": as_float,
     "wait_replicas": as_int,
     "wait_timeout_ms": as_int,
+    "group_commit": as_bool,
+    "max_batch": as_int,
 }
 
 
@@ -313,7 +319,9 @@ def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
     (5.0 s), ``connect_timeout`` (2.0 s), ``max_connections`` (100 per node),
     ``pool_timeout`` (5.0 s), ``wait_replicas`` (0: acknowledge on the
     master's reply; N: only once ``WAIT`` confirms N replicas),
-    ``wait_timeout_ms`` (1000; must stay below ``socket_timeout``).
+    ``wait_timeout_ms`` (1000; must stay below ``socket_timeout``),
+    ``group_commit`` (true: one multiplexed connection per node) and
+    ``max_batch`` (most requests per round trip), as for ``redis://``.
     """
     parsed = StorageURL.parse(url)
     if parsed.scheme != "redis+cluster":
@@ -345,6 +353,9 @@ def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
             f"option 'wait_timeout_ms' ({wait_timeout_ms}) must be below socket_timeout "
             f"({socket_timeout} s), or the reply to WAIT would time out first"
         )
+    max_batch = opts.get("max_batch", DEFAULT_MAX_BATCH)
+    if max_batch < 1:
+        raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
     connection_kwargs: dict[str, Any] = {
         "username": parsed.username,
         "password": parsed.password,
@@ -366,4 +377,6 @@ def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
         pool_timeout=pool_timeout,
         wait_replicas=wait_replicas,
         wait_timeout_ms=wait_timeout_ms,
+        group_commit=opts.get("group_commit", True),
+        max_batch=max_batch,
     )

@@ -1,14 +1,15 @@
 """Translate ``redis.*`` (and socket) exceptions into kelpie's errors: the one mapping.
 
-Most specific first. ``sent`` says whether the bytes of a commit's ``EXEC`` may
-already have reached the server: a lost connection, a timeout or a garbled
-reply after that point means the commit may or may not have landed
-(``CommitOutcomeUnknownError``); before it, nothing was written
-(``StorageUnavailableError``).
+Most specific first. ``sent`` says whether the bytes of a commit (the call of
+the check-and-set script, ADR 0008) may already have reached the server: a
+lost connection, a timeout or a garbled reply after that point means the
+commit may or may not have landed (``CommitOutcomeUnknownError``); before it,
+nothing was written (``StorageUnavailableError``). Reads write nothing, so
+they are never ``sent``.
 
 Credentials the server rejects are a ``ConfigError``: retrying cannot help
 until the storage URL is fixed, and nothing was written (Redis refuses every
-command of an unauthenticated connection, ``EXEC`` included).
+command of an unauthenticated connection, the commit script included).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def translate_redis_error(
             f"no free connection to {where} while {action}; nothing was written ({detail})"
         )
     if sent:
-        # Error *replies* to a commit's commands are handled by the caller; anything
-        # raised once EXEC may have been sent (lost connection, timeout, garbled
+        # Error *replies* to a commit are handled by the caller; anything raised
+        # once the commit may have been sent (lost connection, timeout, garbled
         # reply) leaves the outcome unknown.
         return CommitOutcomeUnknownError(
             f"the connection to {where} failed after the commit was sent; it may or may "

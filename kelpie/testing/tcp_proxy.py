@@ -4,22 +4,27 @@
 connection to ``127.0.0.1:target_port``. It parses RESP in both directions --
 client commands (arrays of bulk strings) and server replies (nested RESP2) --
 so it can tell which reply answers which command, and cut a connection at a
-precise point of a ``MULTI … EXEC`` block (kelpie sends the whole block in one
-write):
+precise point of a commit. A commit is a ``MULTI … EXEC`` block (kelpie sends
+the whole block in one write) or one ``EVALSHA``/``EVAL`` of kelpie's
+check-and-set script (ADR 0008), which the proxy treats as a block of one:
 
 ``CutPoint.AFTER_WATCH``
-    the replies to a ``WATCH`` and the read sent with it are forwarded, then the
-    connection is cut: the commit later finds its pinned connection dead.
+    the replies to a transaction's first read -- a ``WATCH``, or the ``GET`` of
+    the actor's version, and the read sent with it -- are forwarded, then the
+    connection is cut. With ``WATCH`` the commit later finds its pinned
+    connection dead; with the version check it reconnects and commits.
 ``CutPoint.BEFORE_MULTI``
-    the commit block is held back and the connection cut: the server never
+    the commit (block) is held back and the connection cut: the server never
     sees any of it.
 ``CutPoint.INSIDE_BLOCK``
-    ``MULTI`` and part of the block (up to a random byte short of the end of
-    ``EXEC``) reach the server, then the connection is cut: Redis discards the
-    queued commands.
+    part of the commit reaches the server (from just past ``MULTI``, or the
+    first byte of a script call, up to a random byte short of its end), then
+    the connection is cut: Redis discards the queued commands or the
+    incomplete call.
 ``CutPoint.AFTER_EXEC``
-    the whole block reaches the server and runs; once the server's reply to
-    ``EXEC`` arrived, the client connection is reset without it.
+    the whole commit reaches the server and runs; once the server's reply to
+    ``EXEC`` (or to the script) arrived, the client connection is reset
+    without it.
 
 ``arm(point)`` cuts the next matching block; ``random_cuts(...)`` cuts a
 random fraction of blocks at random points. A block is held back (not
@@ -127,6 +132,10 @@ def command_end(buf: bytes | bytearray, pos: int = 0) -> tuple[int, bytes] | Non
 
 # -- the proxy ------------------------------------------------------------------------
 
+_SCRIPTS = (b"EVALSHA", b"EVAL")
+_COMMITS = (b"MULTI", *_SCRIPTS)
+_FIRST_READS = (b"WATCH", b"GET")  # kelpie sends GET only for an actor's version
+
 
 @dataclass
 class ProxyStats:
@@ -195,18 +204,21 @@ class _Link:
             if parsed is None:
                 return pos
             end, name = parsed
-            if name == b"MULTI" and self.proxy.wants_cut(self):
+            if name in _COMMITS and self.proxy.wants_cut(self):
+                if name in _SCRIPTS:  # a block of one command
+                    self._cut_block(buf, pos, pos + 1, [name], end)
+                    return end
                 block = self._whole_block(buf, pos)
                 if block is None:
                     return pos  # hold the block back until its EXEC arrives
                 names, exec_end = block
                 self._cut_block(buf, pos, end, names, exec_end)
                 return exec_end
-            if name == b"MULTI":
+            if name in _COMMITS:
                 self.proxy.stats.blocks += 1
             self._forward(bytes(buf[pos:end]), [name])
-            if name == b"WATCH" and self.proxy.take_cut(CutPoint.AFTER_WATCH):
-                # Cut after the WATCH's reply and the reply to the read sent with it.
+            if name in _FIRST_READS and self.proxy.take_cut(CutPoint.AFTER_WATCH):
+                # Cut after its reply and the reply to the read sent with it.
                 self.cut_after_reply = self.sent + 1
             pos = end
         return pos

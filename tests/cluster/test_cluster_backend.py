@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -110,7 +111,7 @@ async def test_a_stale_slot_map_is_unavailable_once_then_refreshed(
         slots[slot] = wrong
         with pytest.raises(StorageUnavailableError):
             async with storage.transaction(actor) as txn:
-                await txn.get(b"k")  # WATCH and the read are redirected: nothing to trust
+                await txn.get(b"k")  # the version GET and the read are redirected
         async with storage.transaction(actor) as txn:
             assert await txn.get(b"k") == b"v1"
             await txn.set(b"k", b"v2")
@@ -174,6 +175,58 @@ async def test_with_wait_a_transaction_does_not_start_on_unconfirmed_data(
                 await txn.get(b"k")
                 await txn.set(b"k", b"never")
         assert await storage.get(actor, b"k") is None
+
+
+def _wait_calls(redis_cluster: RedisCluster, address: tuple[str, int] | None) -> int:
+    assert address is not None
+    entry = redis_cluster.node(address[1]).info("commandstats").get("cmdstat_wait", "")
+    fields = dict(part.split("=", 1) for part in entry.split(",") if "=" in part)
+    return int(fields.get("calls", "0"))
+
+
+async def _actors_on_one_master(
+    storage: RedisClusterStorage, name: str, count: int
+) -> list[ActorId]:
+    first = ActorId("acct", f"{name}-0")
+    await storage.get(first, b"k")  # loads the slot map
+    master = storage.master_of(first)
+    candidates = (ActorId("acct", f"{name}-{n}") for n in range(count * 10))
+    return [actor for actor in candidates if storage.master_of(actor) == master][:count]
+
+
+async def test_group_commit_sends_one_wait_per_batch_of_commits(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    async with _open(redis_cluster.url, prefix=prefix, wait_replicas=1) as storage:
+        actors = await _actors_on_one_master(storage, "batched", 24)
+        master = storage.master_of(actors[0])
+        await storage.set(actors[0], b"warm", b"up")  # loads the commit script
+        mux = storage.multiplexer(master)
+        assert mux is not None
+        batches, waits = mux.batcher.batches, _wait_calls(redis_cluster, master)
+
+        await asyncio.gather(*(storage.set(actor, b"k", b"v") for actor in actors))
+
+        round_trips = mux.batcher.batches - batches
+        assert round_trips < len(actors)
+        assert _wait_calls(redis_cluster, master) - waits == round_trips
+        assert [await storage.get(actor, b"k") for actor in actors] == [b"v"] * len(actors)
+
+
+async def test_a_batch_short_of_replicas_is_unknown_for_each_of_its_commits(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    async with _open(
+        redis_cluster.url, prefix=prefix, wait_replicas=2, wait_timeout_ms=100
+    ) as storage:
+        actors = await _actors_on_one_master(storage, "short", 6)
+        outcomes = await asyncio.gather(
+            *(storage.set(actor, b"k", b"v") for actor in actors), return_exceptions=True
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, CommitOutcomeUnknownError)
+        # Each landed on the master (and may be lost by a failover): reload decides.
+        assert [await storage.get(actor, b"k") for actor in actors] == [b"v"] * len(actors)
 
 
 @pytest.mark.parametrize(
