@@ -8,6 +8,7 @@ trips, ``items`` = requests) and with ``INFO commandstats`` on the server.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -400,3 +401,17 @@ def test_bad_group_commit_keywords_are_config_errors() -> None:
         open_redis("redis://localhost/0", group_commit=3)
     with pytest.raises(ConfigError, match="max_batch"):
         open_redis_cluster("redis+cluster://127.0.0.1:7000", max_batch=True)
+
+
+async def test_batch_stats_count_round_trips_and_requests(redis_server: RedisServer) -> None:
+    storage = open_storage(redis_server.url, prefix=f"stats{secrets.token_hex(3)}")
+    assert isinstance(storage, RedisStorage)
+    async with storage:
+        assert storage.batch_stats == (0, 0)
+        await storage.set(ActorId("stats", "warm"), b"k", b"v")  # loads the script (NOSCRIPT)
+        trips0, requests0 = storage.batch_stats
+        actors = [ActorId("stats", f"a{i}") for i in range(16)]
+        await asyncio.gather(*(storage.set(a, b"k", b"v") for a in actors))
+        trips, requests = storage.batch_stats
+        assert requests - requests0 == len(actors)
+        assert 1 <= trips - trips0 < len(actors)

@@ -296,6 +296,15 @@ class RedisStorage(StorageBase):
         """
         return self._multiplexers.get(node)
 
+    @property
+    def batch_stats(self) -> tuple[int, int]:
+        """(round trips, requests) sent through group commit so far, over every server.
+
+        Requests are reads and commits alike (a round trip carries both).
+        """
+        batchers = [mux.batcher for mux in self._multiplexers.values()]
+        return sum(b.batches for b in batchers), sum(b.items for b in batchers)
+
     async def _send(self, actor: ActorId, request: Request) -> list[Any]:
         """Run ``request`` on the server holding ``actor``: its replies, or a kelpie error.
 
