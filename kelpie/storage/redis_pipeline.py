@@ -189,6 +189,39 @@ async def read_replies(
     return results
 
 
+async def send_packed(conn: AbstractConnection, packed: bytes) -> None:
+    """Hand ``packed`` to the socket; transport errors raise (``conn`` is then disconnected).
+
+    On redis-py's own connected connections this writes to the stream directly
+    and waits (under ``socket_timeout``) only if the kernel did not take every
+    byte at once: ``send_packed_command`` runs each send under
+    ``asyncio.wait_for``, a task per call, the largest client-side cost of a
+    small request. Other connections (fakeredis) go through it.
+    """
+    writer: Any = getattr(conn, "_writer", None)
+    if (
+        type(conn).send_packed_command is not AbstractConnection.send_packed_command
+        or not isinstance(writer, asyncio.StreamWriter)
+        or not conn.is_connected
+    ):
+        await conn.send_packed_command(packed, check_health=False)
+        return
+    try:
+        writer.write(packed)
+        if writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(conn.socket_timeout):
+                await writer.drain()
+    except TimeoutError as exc:
+        await conn.disconnect(nowait=True)
+        raise rex.TimeoutError("Timeout writing to socket") from exc
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise rex.ConnectionError(f"Error while writing to {conn._host_error()}: {exc}") from exc
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+
+
 async def roundtrip(conn: AbstractConnection, packed: bytes, replies: int) -> list[Any]:
     """Send ``packed`` and read ``replies`` replies (see ``read_replies``).
 
@@ -196,7 +229,7 @@ async def roundtrip(conn: AbstractConnection, packed: bytes, replies: int) -> li
     replies would no longer match its requests.
     """
     try:
-        await conn.send_packed_command(packed, check_health=False)
+        await send_packed(conn, packed)
         return await read_replies(conn, replies)
     except BaseException:
         await conn.disconnect(nowait=True)
@@ -274,7 +307,7 @@ class Multiplexer:
             counts.append(self._suffix_replies)
         replies: list[Any] = []
         try:
-            await conn.send_packed_command(packed, check_health=False)
+            await send_packed(conn, packed)
             await read_replies(conn, sum(counts), replies)  # one timeout for the batch
         except Exception as exc:
             await conn.disconnect(nowait=True)
