@@ -77,7 +77,9 @@ _DEFAULT_PORT = 6379
 #
 # KEYS: version, data hash, index zset (one hash slot). ARGV[1]: the expected
 # version ('' = write-only, never conflicts); ARGV[2]: the number of puts;
-# then key, value per put; then the deleted keys. Every check comes before
+# then key, value per put; then the deleted keys (written with variadic
+# HSET/ZADD/HDEL/ZREM, at most 200 puts or 400 deletes per call, well inside
+# Lua's stack for unpack). Every check comes before
 # the first write, so a wrong-type key (written by something other than
 # kelpie) fails the commit with nothing applied. Answers 0 on a conflict,
 # else the new version (>= 1).
@@ -98,15 +100,26 @@ kind = redis.call('TYPE', KEYS[3])['ok']
 if kind ~= 'none' and kind ~= 'zset' then
   return redis.error_reply('WRONGTYPE the index key is not a sorted set')
 end
+local unpack = unpack or table.unpack
 local i = 3
-for _ = 1, tonumber(ARGV[2]) do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[3], 0, ARGV[i])
-  i = i + 2
+local left = tonumber(ARGV[2])
+while left > 0 do
+  local n = math.min(left, 200)
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, i + 2 * n - 1))
+  local scored = {}
+  for p = 0, n - 1 do
+    scored[2 * p + 1] = 0
+    scored[2 * p + 2] = ARGV[i + 2 * p]
+  end
+  redis.call('ZADD', KEYS[3], unpack(scored))
+  i = i + 2 * n
+  left = left - n
 end
-for j = i, #ARGV do
-  redis.call('HDEL', KEYS[2], ARGV[j])
-  redis.call('ZREM', KEYS[3], ARGV[j])
+while i <= #ARGV do
+  local last = math.min(i + 399, #ARGV)
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, last))
+  redis.call('ZREM', KEYS[3], unpack(ARGV, i, last))
+  i = last + 1
 end
 return redis.call('INCR', KEYS[1])
 """

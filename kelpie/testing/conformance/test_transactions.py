@@ -225,3 +225,21 @@ class TestTransactions:
         txn = storage.transaction(actor)
         await txn.commit()
         assert await storage.list_keys(actor) == [b"k"]
+
+    async def test_a_commit_of_thousands_of_writes_applies_every_one(
+        self, storage: Storage, new_actor: ActorFactory
+    ) -> None:
+        actor = new_actor("big-commit")
+        keys = [b"key-%05d" % n for n in range(2500)]
+        async with storage.transaction(actor) as txn:
+            for key in keys:
+                await txn.set(key, key[::-1])
+        assert await storage.list_keys(actor) == keys
+        assert await storage.get(actor, keys[1234]) == keys[1234][::-1]
+        async with storage.transaction(actor) as txn:
+            assert await txn.get(keys[0]) == keys[0][::-1]
+            for key in keys[:2000]:
+                await txn.delete(key)
+            await txn.set(b"after", b"1")
+        assert await storage.list_keys(actor) == [b"after", *keys[2000:]]
+        assert await storage.get(actor, keys[0]) is None
