@@ -1,3 +1,3 @@
-"""Loads kelpie's pytest plugin: ``--storage-url`` and the storage fixtures."""
+"""Loads kelpie's pytest plugin (``--storage-url``, storage fixtures) and Redis test fixtures."""
 
-pytest_plugins = ["kelpie.testing.plugin"]
+pytest_plugins = ["kelpie.testing.plugin", "tests.redis_support"]

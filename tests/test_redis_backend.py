@@ -16,9 +16,9 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import fakeredis
 import pytest
@@ -41,28 +41,7 @@ from kelpie.storage.redis import RedisStorage, open_redis
 from kelpie.storage.redis_keys import actor_keys, hash_tag, lex_range
 from kelpie.storage.registry import open_storage
 from kelpie.testing.redis_server import RedisServer
-
-T = TypeVar("T")
-HANG_GUARD = 30.0  # only a guard against hangs; no test asserts on time
-
-ALICE = ActorId("bank", "alice")
-
-
-async def bounded(awaitable: Awaitable[T]) -> T:
-    return await asyncio.wait_for(awaitable, HANG_GUARD)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as srv:
-        yield srv
-
-
-@pytest.fixture
-async def raw(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(server.url)
-    yield client
-    await client.aclose()
+from tests.redis_support import ALICE, bounded
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,28 +30,7 @@ from kelpie.storage.redis_pipeline import Multiplexer
 from kelpie.storage.registry import open_storage
 from kelpie.testing.redis_server import RedisServer
 from kelpie.testing.tcp_proxy import CutPoint, TcpProxy
-
-T = TypeVar("T")
-HANG_GUARD = 30.0  # only a guard against hangs; no test asserts on time
-
-ALICE = ActorId("bank", "alice")
-
-
-async def bounded(awaitable: Awaitable[T]) -> T:
-    return await asyncio.wait_for(awaitable, HANG_GUARD)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as srv:
-        yield srv
-
-
-@pytest.fixture
-async def raw(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(server.url)
-    yield client
-    await client.aclose()
+from tests.redis_support import ALICE, bounded
 
 
 @pytest.fixture

@@ -34,8 +34,9 @@ never as a task of whichever caller led last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,20 +174,27 @@ async def read_replies(
                 results.append(exc)
         return results
     parser: Any = conn._parser  # redis-py's RESP2 or hiredis parser: error replies are values
-    try:
+    async with _transport_errors(conn, "reading from"):
         async with asyncio.timeout(conn.socket_timeout):
             for _ in range(count):
                 results.append(await parser.read_response(disable_decoding=True))
+    return results
+
+
+@contextlib.asynccontextmanager
+async def _transport_errors(conn: AbstractConnection, doing: str) -> AsyncIterator[None]:
+    """On any failure disconnect ``conn``; a timeout or OS error becomes redis-py's own."""
+    try:
+        yield
     except TimeoutError as exc:
         await conn.disconnect(nowait=True)
-        raise rex.TimeoutError(f"Timeout reading from {conn._host_error()}") from exc
+        raise rex.TimeoutError(f"Timeout {doing} {conn._host_error()}") from exc
     except OSError as exc:
         await conn.disconnect(nowait=True)
-        raise rex.ConnectionError(f"Error while reading from {conn._host_error()}: {exc}") from exc
+        raise rex.ConnectionError(f"Error while {doing} {conn._host_error()}: {exc}") from exc
     except BaseException:
         await conn.disconnect(nowait=True)
         raise
-    return results
 
 
 async def send_packed(conn: AbstractConnection, packed: bytes) -> None:
@@ -206,20 +214,11 @@ async def send_packed(conn: AbstractConnection, packed: bytes) -> None:
     ):
         await conn.send_packed_command(packed, check_health=False)
         return
-    try:
+    async with _transport_errors(conn, "writing to"):
         writer.write(packed)
         if writer.transport.get_write_buffer_size():
             async with asyncio.timeout(conn.socket_timeout):
                 await writer.drain()
-    except TimeoutError as exc:
-        await conn.disconnect(nowait=True)
-        raise rex.TimeoutError("Timeout writing to socket") from exc
-    except OSError as exc:
-        await conn.disconnect(nowait=True)
-        raise rex.ConnectionError(f"Error while writing to {conn._host_error()}: {exc}") from exc
-    except BaseException:
-        await conn.disconnect(nowait=True)
-        raise
 
 
 async def roundtrip(conn: AbstractConnection, packed: bytes, replies: int) -> list[Any]:
