@@ -49,8 +49,6 @@ import enum
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from types import TracebackType
-from typing import Self
 
 from kelpie.actor.id import ActorId
 from kelpie.dst.trace import Trace
@@ -62,7 +60,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.storage.protocol import Storage, Transaction
-from kelpie.storage.wrapper import StorageWrapper
+from kelpie.storage.wrapper import StorageWrapper, TransactionWrapper
 
 __all__ = [
     "ALL_OPS",
@@ -452,16 +450,18 @@ async def _run_commit(op: str, actor: ActorId, kind: FaultKind | None) -> bool:
     return kind is FaultKind.CRASH_AFTER_COMMIT
 
 
-class FaultyTransaction:
-    """Delegates to the inner transaction; faults strike at each op and at commit."""
+class FaultyTransaction(TransactionWrapper):
+    """Delegates to the inner transaction; faults strike at each op and at commit.
+
+    Abort and the ``async with`` lifecycle are ``TransactionWrapper``'s.
+    """
 
     def __init__(self, storage: FaultyStorage, actor: ActorId, inner: Transaction) -> None:
+        super().__init__(inner)
         self._storage = storage
         self._actor = actor
-        self._inner = inner
         self._read = False
         self._wrote = False
-        self._done = False
 
     def _check(self, op: str) -> float:
         """Before ``op``: refuse it if the process crashed; the latency to inject."""
@@ -485,14 +485,14 @@ class FaultyTransaction:
             await asyncio.sleep(delay)
         self._strike("get")
         self._read = True
-        return await self._inner.get(key)
+        return await self.inner.get(key)
 
     async def set(self, key: bytes, value: bytes) -> None:
         delay = self._check("set")
         if delay:
             await asyncio.sleep(delay)
         self._strike("set")
-        await self._inner.set(key, value)
+        await self.inner.set(key, value)
         self._wrote = True
 
     async def delete(self, key: bytes) -> None:
@@ -500,7 +500,7 @@ class FaultyTransaction:
         if delay:
             await asyncio.sleep(delay)
         self._strike("delete")
-        await self._inner.delete(key)
+        await self.inner.delete(key)
         self._wrote = True
 
     async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
@@ -509,11 +509,11 @@ class FaultyTransaction:
             await asyncio.sleep(delay)
         self._strike("list_keys")
         self._read = True
-        return await self._inner.list_keys(prefix)
+        return await self.inner.list_keys(prefix)
 
     async def commit(self) -> None:
-        if self._done:
-            await self._inner.commit()  # raises TransactionClosedError
+        if self.ended:
+            await self.inner.commit()  # raises TransactionClosedError
             return
         try:
             delay = self._check("commit")
@@ -525,42 +525,13 @@ class FaultyTransaction:
             )
             lose_reply = await _run_commit("commit", self._actor, kind)
         except BaseException:
-            await self._abort_inner()
+            await self.abort()
             raise
-        self._done = True
-        await self._inner.commit()
+        await super().commit()
         if lose_reply:
             raise InjectedCommitOutcomeUnknownError(
                 f"injected crash after commit (commit {self._actor}): applied, reply lost"
             )
-
-    async def _abort_inner(self) -> None:
-        if not self._done:
-            self._done = True
-            await self._inner.abort()
-
-    async def abort(self) -> None:
-        if self._done:
-            await self._inner.abort()  # raises TransactionClosedError
-            return
-        self._done = True
-        await self._inner.abort()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            await self.commit()
-        else:
-            await self._abort_inner()
 
 
 class FaultyStorage(StorageWrapper):

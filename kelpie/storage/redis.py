@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -437,7 +438,7 @@ class RedisStorage(StorageBase):
 
 # -- the factory ------------------------------------------------------------------
 
-_COMMON_OPTIONS = {
+COMMON_OPTIONS = {
     "prefix": as_str,
     "socket_timeout": as_float,
     "connect_timeout": as_float,
@@ -454,6 +455,53 @@ def _positive(name: str, value: float) -> float:
     if not value > 0:
         raise ConfigError(f"option {name!r} must be positive, got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """The checked options every Redis scheme shares (``redis+cluster://`` too)."""
+
+    prefix: str
+    socket_timeout: float
+    connect_timeout: float
+    pool_timeout: float
+    max_connections: int
+    group_commit: bool
+    max_batch: int
+
+    @classmethod
+    def check(cls, opts: dict[str, Any]) -> CommonOptions:
+        """Defaults filled in and values checked; a bad one raises ``ConfigError``."""
+        max_connections = opts.get("max_connections", 100)
+        if max_connections < 1:
+            raise ConfigError(f"option 'max_connections' must be at least 1, got {max_connections}")
+        max_batch = opts.get("max_batch", DEFAULT_MAX_BATCH)
+        if max_batch < 1:
+            raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
+        return cls(
+            prefix=check_prefix_name(opts.get("prefix", DEFAULT_PREFIX)),
+            socket_timeout=_positive("socket_timeout", opts.get("socket_timeout", 5.0)),
+            connect_timeout=_positive("connect_timeout", opts.get("connect_timeout", 2.0)),
+            pool_timeout=_positive("pool_timeout", opts.get("pool_timeout", 5.0)),
+            max_connections=max_connections,
+            group_commit=opts.get("group_commit", True),
+            max_batch=max_batch,
+        )
+
+    def connection_kwargs(self, parsed: StorageURL) -> dict[str, Any]:
+        """redis-py connection arguments: credentials, timeouts and no retries, ever."""
+        return {
+            "username": parsed.username,
+            "password": parsed.password,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            # No transparent retries anywhere: a retried commit could apply twice.
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_error": [],
+            "protocol": 2,
+            "driver_info": None,
+            "health_check_interval": 0,
+        }
 
 
 def _db_number(text: str, scheme: str) -> int:
@@ -486,7 +534,7 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
     scheme = parsed.scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"open_redis cannot open {scheme}:// URLs")
-    known: dict[str, Any] = dict(_COMMON_OPTIONS)
+    known: dict[str, Any] = dict(COMMON_OPTIONS)
     if scheme == "rediss":
         known.update(_SSL_OPTIONS)
     if scheme == "unix":
@@ -498,30 +546,8 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
             "redis+cluster://host:port,host:port"
         )
 
-    prefix = check_prefix_name(opts.get("prefix", DEFAULT_PREFIX))
-    socket_timeout = _positive("socket_timeout", opts.get("socket_timeout", 5.0))
-    connect_timeout = _positive("connect_timeout", opts.get("connect_timeout", 2.0))
-    pool_timeout = _positive("pool_timeout", opts.get("pool_timeout", 5.0))
-    max_connections = opts.get("max_connections", 100)
-    if max_connections < 1:
-        raise ConfigError(f"option 'max_connections' must be at least 1, got {max_connections}")
-    group_commit = opts.get("group_commit", True)
-    max_batch = opts.get("max_batch", DEFAULT_MAX_BATCH)
-    if max_batch < 1:
-        raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
-
-    kwargs: dict[str, Any] = {
-        "username": parsed.username,
-        "password": parsed.password,
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-        # No transparent retries anywhere: a retried commit could apply twice.
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "protocol": 2,
-        "driver_info": None,
-        "health_check_interval": 0,
-    }
+    common = CommonOptions.check(opts)
+    kwargs = common.connection_kwargs(parsed)
     connection_class: type[AbstractConnection]
     if scheme == "unix":
         if parsed.host:
@@ -559,16 +585,16 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
 
     pool = BlockingConnectionPool(
         connection_class=connection_class,
-        max_connections=max_connections,
-        timeout=pool_timeout,
+        max_connections=common.max_connections,
+        timeout=common.pool_timeout,
         **kwargs,
     )
     client = aioredis.Redis.from_pool(pool)
     return RedisStorage(
         client,
-        prefix=prefix,
+        prefix=common.prefix,
         description=parsed.render(),
         secret=parsed.password,
-        group_commit=group_commit,
-        max_batch=max_batch,
+        group_commit=common.group_commit,
+        max_batch=common.max_batch,
     )

@@ -36,15 +36,13 @@ from typing import Any
 
 import redis.exceptions as rex
 from redis.asyncio.connection import BlockingConnectionPool, Connection, ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from kelpie.actor.id import ActorId
 from kelpie.errors import CommitOutcomeUnknownError, ConfigError, StorageUnavailableError
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
-from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
-from kelpie.storage.redis import DEFAULT_PREFIX, RedisStorage
+from kelpie.storage.options import as_int, merge_options
+from kelpie.storage.redis import COMMON_OPTIONS, DEFAULT_PREFIX, CommonOptions, RedisStorage
 from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name
 from kelpie.storage.redis_pipeline import pack, roundtrip
 from kelpie.storage.url import StorageURL
@@ -285,23 +283,7 @@ class RedisClusterStorage(RedisStorage):
 
 # -- the factory ------------------------------------------------------------------
 
-_OPTIONS = {
-    "prefix": as_str,
-    "socket_timeout": as_float,
-    "connect_timeout": as_float,
-    "max_connections": as_int,
-    "pool_timeout": as_float,
-    "wait_replicas": as_int,
-    "wait_timeout_ms": as_int,
-    "group_commit": as_bool,
-    "max_batch": as_int,
-}
-
-
-def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ConfigError(f"option {name!r} must be positive, got {value!r}")
-    return value
+_OPTIONS = {**COMMON_OPTIONS, "wait_replicas": as_int, "wait_timeout_ms": as_int}
 
 
 def _describe(parsed: StorageURL, seeds: Sequence[Address]) -> str:
@@ -334,13 +316,7 @@ def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
     )
     if not seeds:
         raise ConfigError("a redis+cluster:// URL needs a seed: redis+cluster://host:port")
-    prefix = check_prefix_name(opts.get("prefix", DEFAULT_PREFIX))
-    socket_timeout = _positive("socket_timeout", opts.get("socket_timeout", 5.0))
-    connect_timeout = _positive("connect_timeout", opts.get("connect_timeout", 2.0))
-    pool_timeout = _positive("pool_timeout", opts.get("pool_timeout", 5.0))
-    max_connections = opts.get("max_connections", 100)
-    if max_connections < 1:
-        raise ConfigError(f"option 'max_connections' must be at least 1, got {max_connections}")
+    common = CommonOptions.check(opts)
     wait_replicas = opts.get("wait_replicas", 0)
     if wait_replicas < 0:
         raise ConfigError(f"option 'wait_replicas' must be >= 0, got {wait_replicas}")
@@ -348,35 +324,21 @@ def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
     if wait_timeout_ms < 1:
         # WAIT n 0 blocks forever: kelpie never waits without a bound.
         raise ConfigError(f"option 'wait_timeout_ms' must be at least 1, got {wait_timeout_ms}")
-    if wait_replicas and wait_timeout_ms >= socket_timeout * 1000:
+    if wait_replicas and wait_timeout_ms >= common.socket_timeout * 1000:
         raise ConfigError(
             f"option 'wait_timeout_ms' ({wait_timeout_ms}) must be below socket_timeout "
-            f"({socket_timeout} s), or the reply to WAIT would time out first"
+            f"({common.socket_timeout} s), or the reply to WAIT would time out first"
         )
-    max_batch = opts.get("max_batch", DEFAULT_MAX_BATCH)
-    if max_batch < 1:
-        raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
-    connection_kwargs: dict[str, Any] = {
-        "username": parsed.username,
-        "password": parsed.password,
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "protocol": 2,
-        "driver_info": None,
-        "health_check_interval": 0,
-    }
     return RedisClusterStorage(
         seeds,
-        connection_kwargs=connection_kwargs,
-        prefix=prefix,
+        connection_kwargs=common.connection_kwargs(parsed),
+        prefix=common.prefix,
         description=_describe(parsed, seeds),
         secret=parsed.password,
-        max_connections=max_connections,
-        pool_timeout=pool_timeout,
+        max_connections=common.max_connections,
+        pool_timeout=common.pool_timeout,
         wait_replicas=wait_replicas,
         wait_timeout_ms=wait_timeout_ms,
-        group_commit=opts.get("group_commit", True),
-        max_batch=max_batch,
+        group_commit=common.group_commit,
+        max_batch=common.max_batch,
     )

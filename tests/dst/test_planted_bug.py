@@ -20,6 +20,7 @@ from kelpie.dst.harness import RUNTIMES, RuntimeKind, RuntimeLike, SimConfig
 from kelpie.dst.inspect import KelpieInspector
 from kelpie.dst.storm import run_storm
 from kelpie.storage.protocol import Storage, Transaction
+from kelpie.storage.wrapper import StorageWrapper
 
 
 class SplitCommitTransaction:
@@ -70,35 +71,9 @@ class SplitCommitTransaction:
         await (self.commit() if t is None else self.abort())
 
 
-class SplitCommitStorage:
-    def __init__(self, inner: Storage) -> None:
-        self.inner = inner
-
-    async def get(self, actor: ActorId, key: bytes) -> bytes | None:
-        return await self.inner.get(actor, key)
-
-    async def set(self, actor: ActorId, key: bytes, value: bytes) -> None:
-        await self.inner.set(actor, key, value)
-
-    async def delete(self, actor: ActorId, key: bytes) -> None:
-        await self.inner.delete(actor, key)
-
-    async def list_keys(self, actor: ActorId, prefix: bytes = b"") -> list[bytes]:
-        return await self.inner.list_keys(actor, prefix)
-
+class SplitCommitStorage(StorageWrapper):
     def transaction(self, actor: ActorId) -> Transaction:
         return SplitCommitTransaction(self.inner, actor)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 def planted_runtime(storage: Storage, invocation_timeout: float) -> RuntimeLike:
