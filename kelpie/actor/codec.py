@@ -19,12 +19,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kelpie.errors import CorruptStateError, SerializationError
 
-__all__ = ["JsonCodec", "StateCodec", "StateRecord", "decode_json", "encode_json"]
+__all__ = [
+    "JsonCodec",
+    "StateCodec",
+    "StateRecord",
+    "decode_json",
+    "encode_json",
+    "pack_record",
+]
 
 _MAGIC = b"KLP"
 _FORMAT = 1
@@ -41,10 +49,34 @@ class StateCodec(Protocol):
     def decode(self, data: bytes, state_type: type[Any]) -> Any: ...
 
 
-# One encoder for every call: json.dumps with options builds a new one each time.
-_ENCODER = json.JSONEncoder(
-    separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
-)
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """``json.dumps(separators=(",", ":"), sort_keys=True, allow_nan=False,
+    ensure_ascii=False)``, built once.
+
+    ``JSONEncoder.encode`` builds its C encoder anew on every call; this keeps
+    one. Without a markers dict a cycle is caught as ``RecursionError``.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        encoder = json.JSONEncoder(
+            separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
+        )
+        return encoder.encode
+    chunks = make(
+        None, _unencodable, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_encode = _make_encoder()
 
 
 def encode_json(value: Any, what: str) -> bytes:
@@ -55,7 +87,7 @@ def encode_json(value: Any, what: str) -> bytes:
     if type(value) is int:
         return b"%d" % value
     try:
-        return _ENCODER.encode(value).encode("utf-8")
+        return _encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} cannot be encoded as JSON: {exc}") from exc
 
@@ -96,6 +128,14 @@ class JsonCodec:
         return state_type(**value)
 
 
+def pack_record(seq: int, idempotency_count: int, codec: str, payload: bytes, owner: str) -> bytes:
+    """``StateRecord(...).encode()`` without building the record (the commit path)."""
+    name = codec.encode("ascii")
+    owner_bytes = owner.encode("utf-8")
+    header = _HEADER.pack(_MAGIC, _FORMAT, seq, idempotency_count, len(name), len(owner_bytes))
+    return b"".join((header, name, owner_bytes, payload))
+
+
 @dataclass(frozen=True, slots=True)
 class StateRecord:
     """The decoded envelope: commit sequence, idempotency count, codec payload."""
@@ -107,12 +147,7 @@ class StateRecord:
     owner: str = ""
 
     def encode(self) -> bytes:
-        name = self.codec.encode("ascii")
-        owner = self.owner.encode("utf-8")
-        header = _HEADER.pack(
-            _MAGIC, _FORMAT, self.seq, self.idempotency_count, len(name), len(owner)
-        )
-        return header + name + owner + self.payload
+        return pack_record(self.seq, self.idempotency_count, self.codec, self.payload, self.owner)
 
     @classmethod
     def decode(cls, data: bytes, what: str) -> StateRecord:

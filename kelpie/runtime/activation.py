@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kelpie.actor.actor import Actor, overrides_hook
-from kelpie.actor.codec import StateCodec, StateRecord, decode_json, encode_json
+from kelpie.actor.codec import StateCodec, StateRecord, decode_json, encode_json, pack_record
 from kelpie.actor.context import ActorContext
 from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY, idempotency_key, idempotency_slot_key
@@ -208,8 +208,9 @@ class Activation:
                 await txn.set(slot, record_key)
                 await txn.set(record_key, result_bytes)
                 count += 1
-            record = StateRecord(loaded.seq + 1, count, self._codec.name, state_bytes, new_owner)
-            record_bytes = record.encode()
+            record_bytes = pack_record(
+                loaded.seq + 1, count, self._codec.name, state_bytes, new_owner
+            )
             await txn.set(STATE_KEY, record_bytes)
             ended = True
             await txn.commit()

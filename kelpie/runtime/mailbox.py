@@ -1,6 +1,8 @@
 """One mailbox per actor: invocations run one at a time, in arrival order.
 
-A mailbox is a bounded queue drained by one worker task. The worker owns the
+A mailbox is a bounded queue (a deque and the worker's one wake-up future,
+lighter than ``asyncio.Queue`` on this per-invocation path) drained by one
+worker task. The worker owns the
 actor's ``Activation``: it loads it on first use, runs each invocation to the
 end (a caller that gives up does not cancel a commit half-way), and when told
 to stop — explicitly, on close, or by the runtime's idle sweep — it
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +55,10 @@ class Mailbox:
         on_exit: Callable[[Mailbox], None],
     ) -> None:
         self.activation = activation
-        self._queue: asyncio.Queue[_Call | _Stop | _Renew] = asyncio.Queue(capacity)
+        self._items: deque[_Call | _Stop | _Renew] = deque()
+        self._capacity = capacity
+        self._wakeup: asyncio.Future[None] | None = None
+        """Set while the worker waits for an item."""
         self._after = after
         self._on_exit = on_exit
         self.stopping = False
@@ -64,29 +70,44 @@ class Mailbox:
         )
 
     def submit(self, operation: str, payload: Any, idempotency: str | None) -> asyncio.Future[Any]:
-        reply: asyncio.Future[Any] = self._loop.create_future()
-        self.idle_since = None
-        try:
-            self._queue.put_nowait(_Call(operation, payload, idempotency, reply))
-        except asyncio.QueueFull:
+        if len(self._items) >= self._capacity:
             raise MailboxFullError(
                 f"the mailbox of actor {self.activation.actor_id} is full "
-                f"({self._queue.maxsize} invocations waiting)"
-            ) from None
+                f"({self._capacity} invocations waiting)"
+            )
+        reply: asyncio.Future[Any] = self._loop.create_future()
+        self.idle_since = None
+        self._put(_Call(operation, payload, idempotency, reply))
         return reply
 
     def renew(self) -> None:
         """Queue a lease renewal; skipped when the queue is full of calls (they renew)."""
-        if not self.stopping and not self._queue.full():
-            self._queue.put_nowait(_Renew())
+        if not self.stopping and len(self._items) < self._capacity:
+            self._put(_Renew())
 
     def stop(self) -> asyncio.Future[None]:
         """Deactivate after the invocations already queued; the future ends with it."""
         self.stopping = True
-        reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # A stop must not be refused because the queue is full: it waits its turn.
-        asyncio.get_running_loop().create_task(self._queue.put(_Stop(reply)))
+        reply: asyncio.Future[None] = self._loop.create_future()
+        self._put(_Stop(reply))  # never refused for a full queue: it waits its turn
         return reply
+
+    def _put(self, item: _Call | _Stop | _Renew) -> None:
+        self._items.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _next(self) -> _Call | _Stop | _Renew:
+        items = self._items
+        while not items:
+            self.idle_since = self._loop.time()
+            self._wakeup = self._loop.create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        return items.popleft()
 
     async def _run(self) -> None:
         activation = self.activation
@@ -96,9 +117,7 @@ class Mailbox:
                 # The previous activation of this actor is still deactivating.
                 await asyncio.shield(self._after)
             while True:
-                if self._queue.empty():
-                    self.idle_since = self._loop.time()
-                item = await self._queue.get()
+                item = await self._next()
                 if isinstance(item, _Stop):
                     stop = item
                     break
@@ -142,8 +161,8 @@ class Mailbox:
 
     def _fail_leftovers(self) -> None:
         # Nothing can be queued after stopping is set, but a put may race an idle exit.
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while self._items:
+            item = self._items.popleft()
             if isinstance(item, _Renew):
                 continue
             if isinstance(item, _Stop):

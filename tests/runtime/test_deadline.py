@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -67,3 +68,49 @@ async def test_a_body_that_swallows_the_cancel_returns_and_is_uncancelled() -> N
     assert await within(0.01, stubborn()) == "swallowed"
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+async def test_a_body_that_never_suspends_returns_its_result_without_a_timer() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def immediate() -> str:
+        return "done"
+
+    scheduled = len(loop._scheduled)  # type: ignore[attr-defined]
+    assert await within(0.01, immediate()) == "done"
+    assert len(loop._scheduled) == scheduled  # type: ignore[attr-defined]
+
+
+async def test_an_error_in_the_first_step_reaches_the_caller() -> None:
+    async def broken() -> None:
+        raise KeyError("first step")
+
+    with pytest.raises(KeyError, match="first step"):
+        await within(1.0, broken())
+
+
+async def test_the_deadline_counts_from_the_start_not_from_the_first_suspension() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def slow_start() -> None:
+        while loop.time() - started < 0.05:  # busy for longer than the deadline
+            pass
+        await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError):
+        await within(0.02, slow_start())
+    assert loop.time() - started < 1.0
+
+
+async def test_values_and_errors_pass_through_every_suspension() -> None:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def body() -> int:
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(10), 0.001)
+        return await future + 1
+
+    asyncio.get_running_loop().call_soon(future.set_result, 41)
+    assert await within(1.0, body()) == 42
