@@ -80,6 +80,7 @@ class Activation:
         self._timeout = timeout
         self._leases = leases
         self._loaded: _Loaded | None = None
+        self._loop = asyncio.get_running_loop()
         self.committed_at = 0.0
         """Loop time of this activation's last commit (or load)."""
 
@@ -225,7 +226,7 @@ class Activation:
         self._loaded = _Loaded(
             ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes
         )
-        self.committed_at = asyncio.get_running_loop().time()
+        self.committed_at = self._loop.time()
         return result
 
     async def _abort_quietly(self, txn: Transaction) -> None:
@@ -245,11 +246,7 @@ class Activation:
 
     async def invoke(self, operation: str, payload: Any, idempotency: str | None) -> Any:
         handler = getattr(self.actor, operation)
-
-        async def body(ctx: ActorContext[Any]) -> Any:
-            return await handler(ctx, payload)
-
-        return await self.execute(body, idempotency)
+        return await self.execute(lambda ctx: handler(ctx, payload), idempotency)
 
     def holds_lease(self) -> bool:
         loaded = self._loaded
