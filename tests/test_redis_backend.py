@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import shutil
 import socket
@@ -24,6 +25,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 
 from kelpie.actor.id import ActorId
@@ -37,8 +39,16 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
-from kelpie.storage.redis import RedisStorage, open_redis
+from kelpie.storage.redis import (
+    _EVAL_HEAD,
+    _EVALSHA_HEAD,
+    COMMIT_SCRIPT,
+    RedisStorage,
+    _commit_call,
+    open_redis,
+)
 from kelpie.storage.redis_keys import actor_keys, hash_tag, lex_range
+from kelpie.storage.redis_pipeline import pack
 from kelpie.storage.registry import open_storage
 from kelpie.testing.redis_server import RedisServer
 from tests.redis_support import ALICE, bounded
@@ -359,6 +369,71 @@ async def test_random_workload_matches_a_dict_model(
         assert await store.list_keys(actor) == sorted(records)
         for key, value in records.items():
             assert await store.get(actor, key) == value
+
+
+async def test_wide_commits_keep_the_index_equal_to_the_data_hash(
+    backend: tuple[RedisStorage, aioredis.Redis],
+) -> None:
+    # Puts are written in chunks of 200 and index only chunks that add a key
+    # (ADR 0008): mix new and existing keys across chunk boundaries, with
+    # values around the packer's header-table size, then delete in chunks of 400.
+    store, raw_client = backend
+    keys = actor_keys("kelpie", ALICE)
+    model: dict[bytes, bytes] = {}
+    sizes = [0, 1, 1023, 1024, 5000]
+    steps = [range(0, 150), range(100, 450), range(0, 450), range(440, 460)]
+    for step, names in enumerate(steps):
+        async with store.transaction(ALICE) as txn:
+            await txn.get(b"k0")
+            for n in names:
+                value = bytes([n % 251]) * sizes[(n + step) % len(sizes)]
+                await txn.set(b"k%03d" % n, value)
+                model[b"k%03d" % n] = value
+        assert await store.list_keys(ALICE) == sorted(model), step
+        assert sorted(await raw_client.hkeys(keys.data)) == sorted(model), step
+        assert await raw_client.zrange(keys.index, 0, -1) == sorted(model), step
+    assert await store.get(ALICE, b"k123") == model[b"k123"]
+    async with store.transaction(ALICE) as txn:
+        for n in range(3, 460, 1):
+            if n % 50:
+                await txn.delete(b"k%03d" % n)
+                model.pop(b"k%03d" % n)
+        await txn.set(b"k001", b"kept")  # a put in the same commit as the deletes
+        model[b"k001"] = b"kept"
+    assert await store.list_keys(ALICE) == sorted(model)
+    assert sorted(await raw_client.hkeys(keys.data)) == sorted(model)
+    assert await raw_client.zrange(keys.index, 0, -1) == sorted(model)
+    for key, value in model.items():
+        assert await store.get(ALICE, key) == value
+
+
+def test_commit_requests_are_the_resp_redis_py_would_send() -> None:
+    # An independent oracle for kelpie's hand-packed commit call: redis-py's packer.
+    rng = random.Random(7)
+    print("seed=7")
+    keys = actor_keys("kelpie", ALICE)
+    packer = Connection()
+    for trial in range(200):
+        writes: dict[bytes, bytes | None] = {}
+        for _ in range(rng.randint(1, 40)):
+            key = rng.randbytes(rng.choice([1, 7, 256]))
+            size = rng.choice([0, 1, 1023, 1024, 70_000])
+            writes[key] = None if rng.random() < 0.3 else rng.randbytes(size)
+        expected = rng.choice([b"", b"17"])
+        puts = [part for key, value in writes.items() if value is not None for part in (key, value)]
+        deleted = [key for key, value in writes.items() if value is None]
+        for head, name, body in (
+            (_EVALSHA_HEAD, b"EVALSHA", hashlib.sha1(COMMIT_SCRIPT).hexdigest().encode()),
+            (_EVAL_HEAD, b"EVAL", COMMIT_SCRIPT),
+        ):
+            command = [name, body, b"3", keys.version, keys.data, keys.index, expected]
+            command += [b"%d" % (len(puts) // 2), *puts, *deleted]
+            assert _commit_call(head, keys, expected, writes) == b"".join(
+                packer.pack_command(*command)
+            ), trial
+            assert pack([command, (b"GET", b"x")]) == b"".join(
+                packer.pack_commands([command, (b"GET", b"x")])
+            ), trial
 
 
 # -- transactions --------------------------------------------------------------------

@@ -47,6 +47,9 @@ from kelpie.errors import CommitOutcomeUnknownError, StorageUnavailableError
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH, Batcher
 
 __all__ = [
+    "BULK_HEADERS",
+    "BULK_HEADER_LIMIT",
+    "CRLF",
     "Command",
     "Multiplexer",
     "Request",
@@ -69,20 +72,22 @@ _POLL_STALE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0) i
 #
 # Commands are packed by hand, once per request: the argument set is tiny
 # (bytes only), and skipping redis-py's per-argument encoder keeps a commit's
-# client-side cost low.
+# client-side cost low. A bulk string is three pieces joined once at the end:
+# its length header (looked up, not formatted, for the usual small sizes), the
+# argument itself (never copied on its own) and CRLF.
+
+CRLF = b"\r\n"
+BULK_HEADER_LIMIT = 1024
+BULK_HEADERS = tuple(b"$%d\r\n" % size for size in range(BULK_HEADER_LIMIT))
+"""``BULK_HEADERS[n]``: the RESP header of an ``n``-byte bulk string (``n < BULK_HEADER_LIMIT``)."""
 
 
 def pack_args(args: Sequence[bytes], out: list[bytes]) -> None:
-    """Append the RESP bulk strings of ``args`` to ``out`` (large values are not copied)."""
-    append = out.append
+    """Append the RESP bulk strings of ``args`` to ``out`` (as pieces for one ``join``)."""
+    extend = out.extend
     for arg in args:
         size = len(arg)
-        if size < 4096:
-            append(b"$%d\r\n%b\r\n" % (size, arg))
-        else:
-            append(b"$%d\r\n" % size)
-            append(arg)
-            append(b"\r\n")
+        extend((BULK_HEADERS[size] if size < BULK_HEADER_LIMIT else b"$%d\r\n" % size, arg, CRLF))
 
 
 def pack(commands: Sequence[Command]) -> bytes:
