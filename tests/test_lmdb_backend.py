@@ -28,7 +28,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.storage.lmdb import LMDBStorage, open_lmdb
-from kelpie.storage.lmdb_env import translate
+from kelpie.storage.lmdb_env import WriteTxn, translate
 from kelpie.storage.registry import open_storage
 
 ALICE = ActorId("bank", "alice")
@@ -347,6 +347,73 @@ async def test_past_max_map_size_the_commit_fails_whole_and_earlier_data_stays(
         assert await storage.get(ALICE, b"early") == b"kept"
         await storage.set(ALICE, b"after", b"still works")
         assert await storage.list_keys(ALICE) == [b"after", b"early"]
+
+
+# -- group commit: one write transaction, one outcome per commit ---------------------
+
+
+class _PutJob:
+    """A ``WriteJob`` that puts raw records (a key over 511 bytes makes LMDB fail)."""
+
+    size_hint = 0
+
+    def __init__(self, *keys: bytes) -> None:
+        self.keys = keys
+
+    def check(self, w: WriteTxn) -> None:
+        return None
+
+    def write(self, w: WriteTxn) -> None:
+        for key in self.keys:
+            w.records.put(key, b"v")
+
+
+async def test_an_lmdb_error_halfway_through_a_batch_fails_only_its_commit(
+    tmp_path: Path,
+) -> None:
+    async with _open(tmp_path) as storage:
+        env = storage._env
+        jobs = [_PutJob(b"job-a"), _PutJob(b"job-b", b"x" * 600), _PutJob(b"job-c")]
+        outcomes = await env.write_batch(jobs)
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], StorageError)
+
+        def stored(txn: lmdb.Transaction[bytes], keys: list[bytes]) -> list[bytes | None]:
+            return [txn.get(key, db=env.records) for key in keys]
+
+        # job-b put its first key before failing: the rerun left none of it.
+        assert await env.read(stored, [b"job-a", b"job-b", b"job-c"]) == [b"v", None, b"v"]
+
+
+async def test_corrupt_entries_fail_only_their_own_commits_in_a_batch(tmp_path: Path) -> None:
+    damaged, others = ActorId("c", "damaged"), [ActorId("c", f"ok{i}") for i in range(4)]
+    leader = ActorId("c", "leader")
+    async with _open(tmp_path) as storage:
+        for actor in [damaged, leader, *others]:
+            await storage.set(actor, b"k", b"before")
+    env = lmdb.open(str(tmp_path), max_dbs=3)
+    actors, meta = env.open_db(b"actors"), env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(damaged.encode(), b"short", db=actors)
+        txn.put(b"next_actor", b"bad", db=meta)  # a new actor cannot get a number
+    env.close()
+    async with _open(tmp_path) as storage:
+        lead = asyncio.ensure_future(storage.set(leader, b"k", b"after"))
+        await asyncio.sleep(0)  # the lead's commit is being written: the rest queue
+        results = await asyncio.gather(
+            storage.set(damaged, b"k", b"after"),
+            storage.set(ActorId("c", "new"), b"k", b"after"),
+            *(storage.set(actor, b"k", b"after") for actor in others),
+            return_exceptions=True,
+        )
+        await lead
+        batches, commits = storage.batch_stats
+        assert batches < commits  # the commits shared a write transaction
+        assert isinstance(results[0], CorruptStateError)
+        assert isinstance(results[1], CorruptStateError)
+        assert results[2:] == [None] * len(others)
+        assert [await storage.get(actor, b"k") for actor in others] == [b"after"] * len(others)
+        assert await storage.get(ActorId("c", "new"), b"k") is None
 
 
 # -- layout: keys, prefixes, hostile ids -------------------------------------------------

@@ -12,15 +12,17 @@ records  actor number (8 bytes, big-endian) + key -> value
 The actor table keeps record keys short (LMDB keys are at most 511 bytes; an
 encoded id plus a key can reach 514) and makes ``list_keys`` one cursor range.
 Reads run in a fresh read snapshot on the caller's thread and never wait for
-the writer; each commit is one write transaction on the environment's writer
-thread, which checks the actor's version (ADR 0002), applies the writes and
-bumps the version. See docs/backends/lmdb.md.
+the writer; commits run on the environment's writer thread, concurrent ones
+sharing one write transaction (group commit): each checks its actor's version
+(ADR 0002), then applies its writes and bumps the version. See
+docs/backends/lmdb.md.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Coroutine
 from typing import Any
 
 from kelpie.actor.id import ActorId
@@ -32,7 +34,15 @@ from kelpie.errors import (
 )
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import Batcher
-from kelpie.storage.lmdb_env import LMDBOptions, SharedEnv, Txn, WriteJob, acquire, round_to_page
+from kelpie.storage.lmdb_env import (
+    LMDBOptions,
+    SharedEnv,
+    Txn,
+    WriteJob,
+    WriteTxn,
+    acquire,
+    round_to_page,
+)
 from kelpie.storage.options import as_bool, as_int, as_size, merge_options
 from kelpie.storage.url import StorageURL
 
@@ -44,19 +54,16 @@ _NEXT_ACTOR = b"next_actor"
 _MIN_MAP_SIZE = 32 * 1024
 
 
-def _actor_entry(env: SharedEnv, txn: Txn, encoded: bytes) -> tuple[int, int] | None:
-    """The actor's (number, version), or ``None`` if it never committed."""
-    raw = txn.get(encoded, db=env.actors)
-    if raw is None:
-        return None
+def _unpack_entry(raw: bytes, encoded: bytes) -> tuple[int, int]:
+    """An actor entry's (number, version)."""
     if len(raw) != _ENTRY.size:
         raise CorruptStateError(f"the LMDB actor entry of {encoded!r} is {len(raw)} bytes")
     number, version = _ENTRY.unpack(raw)
     return number, version
 
 
-def _keys_with_prefix(env: SharedEnv, txn: Txn, number: int, prefix: bytes) -> list[bytes]:
-    start = _NUMBER.pack(number) + prefix
+def _keys_from(env: SharedEnv, txn: Txn, start: bytes) -> list[bytes]:
+    """The record keys that start with ``start`` (actor number + prefix), number cut off."""
     cursor = txn.cursor(db=env.records)
     keys: list[bytes] = []
     if cursor.set_range(start):
@@ -67,38 +74,82 @@ def _keys_with_prefix(env: SharedEnv, txn: Txn, number: int, prefix: bytes) -> l
     return keys
 
 
-def _allocate_number(env: SharedEnv, txn: Txn) -> int:
+def _next_number(env: SharedEnv, txn: Txn) -> int:
+    """The number the next new actor gets."""
     raw = txn.get(_NEXT_ACTOR, db=env.meta)
-    number = 1 if raw is None else _NUMBER.unpack(raw)[0]
-    txn.put(_NEXT_ACTOR, _NUMBER.pack(number + 1), db=env.meta)
+    if raw is None:
+        return 1
+    if len(raw) != _NUMBER.size:
+        raise CorruptStateError(f"the LMDB actor counter is {len(raw)} bytes")
+    number: int = _NUMBER.unpack(raw)[0]
     return number
 
 
-def _apply(
-    env: SharedEnv,
-    txn: Txn,
-    actor: ActorId,
-    encoded: bytes,
-    read_version: int | None,
-    writes: Writes,
-) -> None:
-    """Inside one write transaction: check the version, write, bump the version."""
-    entry = _actor_entry(env, txn, encoded)
-    number, version = (None, 0) if entry is None else entry
-    if read_version is not None and version != read_version:
-        raise TransactionConflictError(
-            f"another commit on {actor} landed after this transaction read it"
+class _Commit:
+    """One transaction's commit, as the writer thread applies it (a ``WriteJob``).
+
+    ``check`` reads the actor's entry and raises ``TransactionConflictError``
+    if it moved since the transaction read it (ADR 0002); ``write`` then
+    writes the records and bumps the version, in the same write transaction.
+    """
+
+    __slots__ = (
+        "_actor",
+        "_encoded",
+        "_env",
+        "_new",
+        "_number",
+        "_read_version",
+        "_version",
+        "_writes",
+    )
+
+    def __init__(
+        self,
+        env: SharedEnv,
+        actor: ActorId,
+        encoded: bytes,
+        read_version: int | None,
+        writes: Writes,
+    ) -> None:
+        self._env = env
+        self._actor = actor
+        self._encoded = encoded
+        self._read_version = read_version
+        self._writes = writes
+        self._number = 0
+        self._version = 0
+        self._new = False
+
+    @property
+    def size_hint(self) -> int:
+        return sum(
+            len(key) + (0 if value is None else len(value)) for key, value in self._writes.items()
         )
-    if number is None:
-        number = _allocate_number(env, txn)
-    prefix = _NUMBER.pack(number)
-    records = env.records
-    for key, value in writes.items():
-        if value is None:
-            txn.delete(prefix + key, db=records)
-        else:
-            txn.put(prefix + key, value, db=records)
-    txn.put(encoded, _ENTRY.pack(number, version + 1), db=env.actors)
+
+    def check(self, w: WriteTxn) -> None:
+        raw = w.actors.get(self._encoded)
+        number, version = (0, 0) if raw is None else _unpack_entry(raw, self._encoded)
+        if self._read_version is not None and version != self._read_version:
+            raise TransactionConflictError(
+                f"another commit on {self._actor} landed after this transaction read it"
+            )
+        self._new = raw is None
+        self._number = _next_number(self._env, w.txn) if raw is None else number
+        self._version = version
+
+    def write(self, w: WriteTxn) -> None:
+        number = self._number
+        if self._new:
+            w.txn.put(_NEXT_ACTOR, _NUMBER.pack(number + 1), db=self._env.meta)
+        prefix = _NUMBER.pack(number)
+        records = w.records
+        for key, value in self._writes.items():
+            if value is None:
+                w.txn.delete(prefix + key, db=self._env.records)
+            else:
+                records.put(prefix + key, value)
+        w.actors.put(self._encoded, _ENTRY.pack(number, self._version + 1))
 
 
 class _LMDBTransaction(BufferedTransaction):
@@ -109,51 +160,51 @@ class _LMDBTransaction(BufferedTransaction):
         self._env = storage._env
         self._encoded = actor.encode()
         self._read_version: int | None = None
-        self._number: int | None = None
+        # The actor number's 8 bytes, which start its record keys; None until
+        # read (or while the actor has never committed). Numbers never change.
+        self._prefix: bytes | None = None
 
-    def _note_read(self, txn: Txn) -> int | None:
-        """The actor's number; the first call records its version in this snapshot."""
-        if self._number is not None and self._read_version is not None:
-            return self._number  # numbers never change once allocated
-        entry = _actor_entry(self._env, txn, self._encoded)
-        number, version = (None, 0) if entry is None else entry
+    def _note_entry(self, txn: Txn) -> bytes | None:
+        """Read the actor's entry: its key prefix; the first call records its version."""
+        raw = txn.get(self._encoded, db=self._env.actors)
+        if raw is None:
+            prefix, version = None, 0
+        else:
+            number, version = _unpack_entry(raw, self._encoded)
+            prefix = _NUMBER.pack(number)
         if self._read_version is None:
             self._read_version = version
-        self._number = number
-        return number
+        self._prefix = prefix
+        return prefix
 
-    async def _read(self, key: bytes) -> bytes | None:
-        env = self._env
-
-        def read(txn: Txn) -> bytes | None:
-            number = self._note_read(txn)
-            if number is None:
+    def _get_in(self, txn: Txn, key: bytes) -> bytes | None:
+        prefix = self._prefix
+        if prefix is None:
+            prefix = self._note_entry(txn)
+            if prefix is None:
                 return None
-            return txn.get(_NUMBER.pack(number) + key, db=env.records)
+        return txn.get(prefix + key, db=self._env.records)
 
-        return await env.read(read)
+    def _keys_in(self, txn: Txn, key_prefix: bytes) -> list[bytes]:
+        prefix = self._prefix
+        if prefix is None:
+            prefix = self._note_entry(txn)
+            if prefix is None:
+                return []
+        return _keys_from(self._env, txn, prefix + key_prefix)
 
-    async def _read_keys(self, prefix: bytes) -> list[bytes]:
-        env = self._env
+    # _read, _read_keys and _commit are plain methods that return the coroutine
+    # doing the work: no coroutine frame of their own on the event loop's hot path.
+    def _read(self, key: bytes) -> Coroutine[Any, Any, bytes | None]:
+        return self._env.read(self._get_in, key)
 
-        def read(txn: Txn) -> list[bytes]:
-            number = self._note_read(txn)
-            return [] if number is None else _keys_with_prefix(env, txn, number, prefix)
+    def _read_keys(self, prefix: bytes) -> Coroutine[Any, Any, list[bytes]]:
+        return self._env.read(self._keys_in, prefix)
 
-        return await env.read(read)
-
-    async def _commit(self, writes: Writes) -> None:
-        env, actor, encoded, read_version = self._env, self.actor, self._encoded, self._read_version
-        size = sum(len(key) + (0 if value is None else len(value)) for key, value in writes.items())
-
-        def apply(txn: Txn) -> None:
-            _apply(env, txn, actor, encoded, read_version, writes)
-
+    def _commit(self, writes: Writes) -> Coroutine[Any, Any, None]:
+        job = _Commit(self._env, self.actor, self._encoded, self._read_version, writes)
         batcher = self._storage._batcher
-        if batcher is None:
-            await env.write(apply, size_hint=size)
-        else:
-            await batcher.submit((apply, size))
+        return self._env.write(job) if batcher is None else batcher.submit(job)
 
 
 class LMDBStorage(StorageBase):
@@ -164,7 +215,7 @@ class LMDBStorage(StorageBase):
         self._env = acquire(directory, opts)
         self._options = opts
         self.path = self._env.path
-        self._batcher: Batcher[WriteJob, object] | None = None
+        self._batcher: Batcher[WriteJob, None] | None = None
         if opts.group_commit:
             # shared: the batches serve every caller of this storage, whoever led last.
             self._batcher = Batcher(
@@ -192,24 +243,26 @@ class LMDBStorage(StorageBase):
         return f"LMDBStorage('lmdb://{self.path}')"
 
     async def _get(self, actor: ActorId, key: bytes) -> bytes | None:
-        env, encoded = self._env, actor.encode()
-
-        def read(txn: Txn) -> bytes | None:
-            entry = _actor_entry(env, txn, encoded)
-            if entry is None:
-                return None
-            return txn.get(_NUMBER.pack(entry[0]) + key, db=env.records)
-
-        return await env.read(read)
+        return await self._env.read(self._get_in, (actor.encode(), key))
 
     async def _list_keys(self, actor: ActorId, prefix: bytes) -> list[bytes]:
-        env, encoded = self._env, actor.encode()
+        return await self._env.read(self._keys_in, (actor.encode(), prefix))
 
-        def read(txn: Txn) -> list[bytes]:
-            entry = _actor_entry(env, txn, encoded)
-            return [] if entry is None else _keys_with_prefix(env, txn, entry[0], prefix)
+    def _get_in(self, txn: Txn, where: tuple[bytes, bytes]) -> bytes | None:
+        encoded, key = where
+        raw = txn.get(encoded, db=self._env.actors)
+        if raw is None:
+            return None
+        number, _ = _unpack_entry(raw, encoded)
+        return txn.get(_NUMBER.pack(number) + key, db=self._env.records)
 
-        return await env.read(read)
+    def _keys_in(self, txn: Txn, where: tuple[bytes, bytes]) -> list[bytes]:
+        encoded, prefix = where
+        raw = txn.get(encoded, db=self._env.actors)
+        if raw is None:
+            return []
+        number, _ = _unpack_entry(raw, encoded)
+        return _keys_from(self._env, txn, _NUMBER.pack(number) + prefix)
 
     def _transaction(self, actor: ActorId) -> _LMDBTransaction:
         return _LMDBTransaction(self, actor)
