@@ -98,26 +98,27 @@ class Mailbox:
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
-    async def _next(self) -> _Call | _Stop | _Renew:
-        items = self._items
-        while not items:
+    async def _wait_for_item(self) -> None:
+        while not self._items:
             self.idle_since = self._loop.time()
             self._wakeup = self._loop.create_future()
             try:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        return items.popleft()
 
     async def _run(self) -> None:
         activation = self.activation
+        items = self._items
         stop: _Stop | None = None
         try:
             if self._after is not None:
                 # The previous activation of this actor is still deactivating.
                 await asyncio.shield(self._after)
             while True:
-                item = await self._next()
+                if not items:
+                    await self._wait_for_item()
+                item = items.popleft()
                 if isinstance(item, _Stop):
                     stop = item
                     break
