@@ -6,6 +6,7 @@ from typing import Generic, TypeVar
 
 from kelpie.actor.id import ActorId
 from kelpie.actor.keys import USER, user_key, user_prefix
+from kelpie.storage.base import BufferedTransaction
 from kelpie.storage.protocol import Transaction
 
 __all__ = ["ActorContext"]
@@ -21,19 +22,30 @@ class ActorContext(Generic[S]):
     invocation's own writes. A context is valid only during its invocation.
     """
 
-    __slots__ = ("_txn", "actor_id", "state", "wrote")
+    __slots__ = ("_buffer_set", "_txn", "actor_id", "state", "wrote")
 
     def __init__(self, actor_id: ActorId, state: S, txn: Transaction) -> None:
         self.actor_id = actor_id
         self.state = state
         self._txn = txn
         self.wrote = False
+        # kelpie's own transactions buffer a write without a coroutine; any
+        # other Transaction (a wrapper, one that overrides ``set``) goes through ``set``.
+        self._buffer_set = (
+            txn.buffer_set
+            if isinstance(txn, BufferedTransaction) and type(txn).set is BufferedTransaction.set
+            else None
+        )
 
     async def kv_get(self, key: bytes) -> bytes | None:
         return await self._txn.get(user_key(key))
 
     async def kv_set(self, key: bytes, value: bytes) -> None:
-        await self._txn.set(user_key(key), value)
+        buffer_set = self._buffer_set
+        if buffer_set is not None:
+            buffer_set(user_key(key), value)
+        else:
+            await self._txn.set(user_key(key), value)
         self.wrote = True
 
     async def kv_delete(self, key: bytes) -> None:

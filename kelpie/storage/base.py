@@ -15,7 +15,14 @@ from typing import Self
 
 from kelpie.actor.id import ActorId
 from kelpie.errors import StorageClosedError, TransactionClosedError
-from kelpie.storage.limits import check_actor, check_key, check_prefix, check_value
+from kelpie.storage.limits import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    check_actor,
+    check_key,
+    check_prefix,
+    check_value,
+)
 
 __all__ = ["BufferedTransaction", "StorageBase", "Writes"]
 
@@ -72,9 +79,16 @@ class BufferedTransaction(abc.ABC):
         return await self._read(key)
 
     async def set(self, key: bytes, value: bytes) -> None:
-        self._check_open()
-        check_key(key)
-        check_value(value)
+        self.buffer_set(key, value)
+
+    def buffer_set(self, key: bytes, value: bytes) -> None:
+        """``set`` without a coroutine: it only buffers (``ActorContext.kv_set`` calls it)."""
+        if not self._open or self._storage._closed:
+            self._check_open()  # raises the right error
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            check_key(key)  # raises the right error (or accepts a bytes subclass)
+        if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
+            check_value(value)
         self._writes[key] = value
 
     async def delete(self, key: bytes) -> None:

@@ -1,0 +1,77 @@
+"""``BufferedTransaction.buffer_set`` (the path of ``kv_set``) behaves exactly like ``set``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kelpie import ActorId, open_storage
+from kelpie.actor.context import ActorContext
+from kelpie.errors import (
+    InvalidKeyError,
+    StorageClosedError,
+    TransactionClosedError,
+    ValueTooLargeError,
+)
+from kelpie.storage.base import BufferedTransaction
+from kelpie.storage.limits import MAX_VALUE_BYTES
+from kelpie.storage.wrapper import StorageWrapper
+
+ACTOR = ActorId("t", "a")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("str-key", b"v", TypeError),
+        (b"", b"v", InvalidKeyError),
+        (b"k" * 257, b"v", InvalidKeyError),
+        (b"k", "str-value", TypeError),
+        (b"k", b"x" * (MAX_VALUE_BYTES + 1), ValueTooLargeError),
+    ],
+)
+async def test_bad_input_raises_what_set_raises_and_buffers_nothing(
+    key: Any, value: Any, error: type[Exception]
+) -> None:
+    async with open_storage("memory://") as storage:
+        txn = storage.transaction(ACTOR)
+        assert isinstance(txn, BufferedTransaction)
+        with pytest.raises(error):
+            await txn.set(key, value)
+        with pytest.raises(error):
+            txn.buffer_set(key, value)
+        txn.buffer_set(b"good", b"1")
+        await txn.commit()
+        assert await storage.list_keys(ACTOR) == [b"good"]
+
+
+async def test_a_closed_transaction_or_storage_refuses_a_buffered_write() -> None:
+    storage = open_storage("memory://")
+    txn = storage.transaction(ACTOR)
+    assert isinstance(txn, BufferedTransaction)
+    await txn.abort()
+    with pytest.raises(TransactionClosedError):
+        txn.buffer_set(b"k", b"v")
+    open_txn = storage.transaction(ACTOR)
+    assert isinstance(open_txn, BufferedTransaction)
+    await storage.close()
+    with pytest.raises(StorageClosedError):
+        open_txn.buffer_set(b"k", b"v")
+
+
+async def test_kv_set_reads_back_through_either_path() -> None:
+    async with open_storage("memory://") as storage:
+        wrapped = StorageWrapper(storage)
+        for store in (storage, wrapped):
+            txn = store.transaction(ACTOR)
+            ctx: ActorContext[dict[str, int]] = ActorContext(ACTOR, {}, txn)
+            await ctx.kv_set(b"k", b"v")
+            assert ctx.wrote
+            assert await ctx.kv_get(b"k") == b"v"
+            with pytest.raises(TypeError):
+                await ctx.kv_set(b"k", "not bytes")  # type: ignore[arg-type]
+            with pytest.raises(InvalidKeyError):
+                await ctx.kv_set(b"k" * 241, b"v")
+            await txn.commit()
+        assert await storage.get(ACTOR, b"uk") == b"v"
