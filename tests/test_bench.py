@@ -125,6 +125,42 @@ async def test_bench_storage_with_compare_off_measures_or_notes_why_not(tmp_path
     assert _entries(tmp_path) == ["store"]
 
 
+async def test_bench_storage_in_several_processes_splits_the_actors_and_cleans_up(
+    tmp_path: Path,
+) -> None:
+    options = BenchOptions(concurrencies=(1, 5), seconds=0.4, slices=2, processes=2)
+    notes: list[str] = []
+    targets = [Target("memory", _memory_url()), Target("lmdb", f"lmdb://{tmp_path}/store")]
+    for target in targets:
+        rows = await bench_storage(target, options, namespace="bench-t3", note=notes.append)
+        assert [row.concurrency for row in rows] == [1, 5]
+        for row in rows:
+            assert row.kelpie.done > 0 and row.kelpie.rate > 0
+            assert len(row.kelpie.latencies) == row.kelpie.done  # every process's latencies
+            assert 0 < row.kelpie.p50_ms <= row.kelpie.p99_ms
+            assert row.raw is not None and row.raw.rate > 0
+        if target.label == "lmdb":
+            assert rows[1].mean_batch is not None and rows[1].mean_batch >= 1.0
+    assert any("memory: a memory store is one process's own" in n for n in notes), notes
+    # process i hosted actors i, i+2, ... as "a{i}-{n}"; every key of every one is gone
+    spread = [ActorId("bench-t3", f"a{i}-{n}") for i in range(2) for n in range(5)]
+    lmdb = f"lmdb://{tmp_path}/store"
+    assert await _leftover_keys(lmdb, spread + _actor_ids("bench-t3", 5)) == {}
+    assert _entries(tmp_path) == ["store"]
+
+
+def test_cli_processes_is_checked_and_printed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _bench(capsys, "--processes", "0")
+    assert code == 2 and "--processes must be between 1 and 64" in err
+    lmdb = f"lmdb://{tmp_path}/store"
+    code, out, err = _bench(capsys, "--storage", lmdb, "--concurrency", "2", "--processes", "2")
+    assert code == 0, err
+    assert "kelpie's side in 2 runtime processes" in out
+    _assert_sane_rows(_table(out, {"lmdb"}))
+
+
 def test_percentiles_are_nearest_rank() -> None:
     sample = Sample(done=100, elapsed=2.0, latencies=[i / 1000 for i in range(100, 0, -1)])
     assert sample.rate == 50.0

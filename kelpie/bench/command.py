@@ -62,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure each storage with group_commit=False and print the speed-up",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run kelpie's side in N runtime processes sharing the store, the actors split "
+        "among them (LMDB, Redis; default 1)",
+    )
+    parser.add_argument(
         "--slices",
         type=int,
         default=3,
@@ -86,12 +94,15 @@ def parse_options(args: argparse.Namespace) -> BenchOptions:
         raise ValueError(f"--seconds must be between 0 and 3600, got {args.seconds:g}")
     if not 1 <= args.slices <= 100:
         raise ValueError(f"--slices must be between 1 and 100, got {args.slices}")
+    if not 1 <= args.processes <= 64:
+        raise ValueError(f"--processes must be between 1 and 64, got {args.processes}")
     return BenchOptions(
         concurrencies=_int_list(args.concurrency, "--concurrency", _MAX_CONCURRENCY),
         seconds=args.seconds,
         keys=_int_list(args.keys, "--keys", _MAX_KEYS),
         compare_off=args.compare_off,
         slices=args.slices,
+        processes=args.processes,
     )
 
 
@@ -202,6 +213,11 @@ class _Bench:
             f"{o.seconds:g} s per figure and side, in {o.slices} alternating slices; "
             f"keys per invocation: {','.join(map(str, o.keys))}; "
             f"actors {self.namespace}/a0..a{max(o.concurrencies) - 1}"
+            + (
+                f"; kelpie's side in {o.processes} runtime processes (memory: in one)"
+                if o.processes > 1
+                else ""
+            )
         )
         print("backends: " + "; ".join(f"{t.label} = {t.shown}" for t in targets))
         print(

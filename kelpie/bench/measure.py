@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kelpie.actor import ActorId
+from kelpie.bench.processes import ProcessSide
 from kelpie.bench.raw import RawBaseline, open_raw
 from kelpie.bench.report import Row
-from kelpie.bench.timing import Call, alternate, warm_up
+from kelpie.bench.timing import Side, alternate, warm_up
 from kelpie.bench.workload import KelpieSide
 from kelpie.errors import ConfigError
 from kelpie.storage import Storage, open_storage
@@ -35,6 +36,8 @@ class BenchOptions:
     keys: tuple[int, ...] = (1,)
     compare_off: bool = False
     slices: int = 3
+    processes: int = 1
+    """Runtime processes kelpie's side runs in (``--processes``; shared stores only)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,13 @@ async def bench_storage(
     try:
         kelpie = KelpieSide(storage, namespace, "a")
         closers.insert(0, kelpie.close)
+        spread: ProcessSide | None = None
+        if options.processes > 1:
+            if parsed.scheme == "memory":
+                note(f"{label}: a memory store is one process's own: measured in one process")
+            else:
+                spread = ProcessSide(target.url, namespace, options.processes)
+                closers.insert(0, spread.close)
         raw: RawBaseline | None = open_raw(parsed, namespace)
         if raw is None:
             note(f"{label}: no raw baseline for {parsed.scheme}:// (raw columns n/a)")
@@ -100,14 +110,19 @@ async def bench_storage(
             off = _open_off(target, namespace, closers, note)
         for keys in options.keys:
             for concurrency in options.concurrencies:
-                sides: dict[str, list[Call]] = {"kelpie": kelpie.calls(concurrency, keys)}
+                sides: dict[str, Side] = {
+                    "kelpie": kelpie.calls(concurrency, keys)
+                    if spread is None
+                    else spread.figure(concurrency, keys)
+                }
                 if raw is not None:
                     sides["raw"] = raw.calls(concurrency, keys)
                 if off is not None:
                     sides["off"] = off.calls(concurrency, keys)
-                for calls in sides.values():
-                    await warm_up(calls)
-                before = kelpie.batch_stats()
+                for side in sides.values():
+                    await warm_up(side)
+                stats = kelpie.batch_stats if spread is None else spread.batch_stats
+                before = stats()
                 samples = await alternate(sides, options.seconds, options.slices)
                 row = Row(
                     backend=label,
@@ -116,7 +131,7 @@ async def bench_storage(
                     kelpie=samples["kelpie"],
                     raw=samples.get("raw"),
                     off=samples.get("off"),
-                    mean_batch=_mean_batch(before, kelpie.batch_stats()),
+                    mean_batch=_mean_batch(before, stats()),
                 )
                 rows.append(row)
                 emit(row)

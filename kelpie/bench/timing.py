@@ -13,11 +13,24 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
 
-__all__ = ["Call", "Sample", "alternate", "run_slice", "warm_up"]
+__all__ = ["Call", "Sample", "Side", "Slicer", "alternate", "run_slice", "warm_up"]
 
 Call = Callable[[], Awaitable[None]]
 """One invocation of one actor (or its raw equivalent)."""
+
+
+class Slicer(Protocol):
+    """A side that runs its slices itself (e.g. in other processes)."""
+
+    async def warm_up(self) -> None: ...
+
+    async def run_slice(self, seconds: float, into: Sample) -> None: ...
+
+
+Side: TypeAlias = "Sequence[Call] | Slicer"
+"""One call per concurrent actor, or a ``Slicer``."""
 
 
 @dataclass
@@ -78,19 +91,24 @@ async def run_slice(calls: Sequence[Call], seconds: float, into: Sample) -> None
     into.elapsed += perf_counter() - started
 
 
-async def warm_up(calls: Sequence[Call]) -> None:
+async def warm_up(side: Side) -> None:
     """One call of each, concurrently: activations, connections and first pages."""
-    await asyncio.gather(*(call() for call in calls))
+    if isinstance(side, Sequence):
+        await asyncio.gather(*(call() for call in side))
+    else:
+        await side.warm_up()
 
 
-async def alternate(
-    sides: Mapping[str, Sequence[Call]], seconds: float, slices: int
-) -> dict[str, Sample]:
+async def alternate(sides: Mapping[str, Side], seconds: float, slices: int) -> dict[str, Sample]:
     """``seconds`` per side, split into ``slices`` turns; each round rotates the order."""
     names = list(sides)
     samples = {name: Sample() for name in names}
     for round_ in range(slices):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            await run_slice(sides[name], seconds / slices, samples[name])
+            side = sides[name]
+            if isinstance(side, Sequence):
+                await run_slice(side, seconds / slices, samples[name])
+            else:
+                await side.run_slice(seconds / slices, samples[name])
     return samples

@@ -8,6 +8,7 @@ a storage, remembers every actor it touched and deletes their keys at the end.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kelpie.actor import Actor, ActorContext, ActorId
@@ -65,8 +66,13 @@ class KelpieSide:
 
     def calls(self, concurrency: int, keys: int) -> list[Call]:
         """One call per actor ``0..concurrency-1``, each invoking ``write`` with ``keys``."""
-        self._touched.update(range(concurrency))
-        return [self._call(self.actor(i), keys) for i in range(concurrency)]
+        return self.calls_for(range(concurrency), keys)
+
+    def calls_for(self, actors: Iterable[int], keys: int) -> list[Call]:
+        """One call per actor number in ``actors``, each invoking ``write`` with ``keys``."""
+        numbers = list(actors)
+        self._touched.update(numbers)
+        return [self._call(self.actor(i), keys) for i in numbers]
 
     def _call(self, actor: ActorId, keys: int) -> Call:
         invoke = self.runtime.invoke
