@@ -2,11 +2,10 @@
 
 A mailbox is a bounded queue (a deque and the worker's one wake-up future,
 lighter than ``asyncio.Queue`` on this per-invocation path) drained by one
-worker task. The worker owns the
-actor's ``Activation``: it loads it on first use, runs each invocation to the
-end (a caller that gives up does not cancel a commit half-way), and when told
-to stop — explicitly, on close, or by the runtime's idle sweep — it
-deactivates the actor and exits.
+worker task. The worker owns the actor's ``Activation``: it loads it on first
+use, runs each invocation to the end (a caller that gives up does not cancel
+a commit half-way), and when told to stop — explicitly, on close, or by the
+runtime's idle sweep — it deactivates the actor and exits.
 """
 
 from __future__ import annotations
