@@ -268,6 +268,14 @@ async def test_connect_failure_is_unavailable_for_every_request_of_the_batch(
             await store.close()
 
 
+async def _until_busy(mux: Multiplexer) -> None:
+    """Wait (at most about 5 s) until ``mux`` is writing a batch."""
+    for _ in range(1000):
+        if mux.batcher.busy:
+            return
+        await asyncio.sleep(0.005)
+
+
 async def test_cancelled_commit_drops_the_connection_so_replies_stay_in_step(
     storage: RedisStorage, raw: aioredis.Redis
 ) -> None:
@@ -276,10 +284,7 @@ async def test_cancelled_commit_drops_the_connection_so_replies_stay_in_step(
     await raw.client_pause(10000, all=False)  # WRITE mode: scripts wait, reads do not
     try:
         commit = asyncio.create_task(storage.set(ALICE, b"k", b"paused"))
-        for _ in range(1000):
-            if mux.batcher.busy:
-                break
-            await asyncio.sleep(0.005)
+        await _until_busy(mux)
         await asyncio.sleep(0.05)  # let its bytes reach the server (not an assertion)
         commit.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -301,10 +306,7 @@ async def test_a_cancelled_leader_does_not_stall_the_requests_queued_behind_it(
     await raw.client_pause(10000, all=False)  # WRITE mode: scripts wait, reads do not
     try:
         leader = asyncio.create_task(storage.set(ALICE, b"k", b"paused"))
-        for _ in range(1000):
-            if mux.batcher.busy:
-                break
-            await asyncio.sleep(0.005)
+        await _until_busy(mux)
         followers = [asyncio.create_task(storage.get(a, b"k")) for a in _actors(5)]
         followers.append(asyncio.create_task(storage.get(ALICE, b"k")))
         await asyncio.sleep(0.05)  # they queue behind the paused commit (not an assertion)

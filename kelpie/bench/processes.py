@@ -24,11 +24,6 @@ from kelpie.storage import open_storage
 __all__ = ["ProcessFigure", "ProcessSide"]
 
 
-def _share(concurrency: int, processes: int, index: int) -> list[int]:
-    """The figure's actor numbers hosted by process ``index``."""
-    return list(range(index, concurrency, processes))
-
-
 class ProcessSide:
     """N runtime processes on the store ``url``, driven from this process."""
 
@@ -38,9 +33,8 @@ class ProcessSide:
         context = multiprocessing.get_context("spawn")
         self._pipes: list[Connection] = []
         self._workers: list[Any] = []
-        self.batches = (0, 0)
-        """``(batches, items)`` of every process's group commit, as last reported."""
         self._stats: list[tuple[int, int]] = [(0, 0)] * processes
+        """Each process's ``(batches, items)`` of group commit, as last reported."""
         for index in range(processes):
             parent, child = context.Pipe()
             worker = context.Process(
@@ -54,34 +48,34 @@ class ProcessSide:
             self._pipes.append(parent)
             self._workers.append(worker)
 
-    @property
-    def processes(self) -> int:
-        return len(self._pipes)
-
     def figure(self, concurrency: int, keys: int) -> ProcessFigure:
         return ProcessFigure(self, concurrency, keys)
 
-    def batch_stats(self) -> tuple[int, int]:
-        return self.batches
+    def shares(self, concurrency: int) -> list[list[int]]:
+        """The figure's actor numbers per process: actor ``i`` in process ``i mod N``."""
+        n = len(self._pipes)
+        return [list(range(index, concurrency, n)) for index in range(n)]
 
-    async def ask(self, message: tuple[Any, ...], share: int = 0) -> list[Any]:
-        """Send ``message`` (plus each process's share) to every process; their answers."""
-        for index, pipe in enumerate(self._pipes):
-            pipe.send((*message, index, self.processes) if share else message)
+    def batch_stats(self) -> tuple[int, int]:
+        return sum(s[0] for s in self._stats), sum(s[1] for s in self._stats)
+
+    def note_stats(self, index: int, stats: tuple[int, int]) -> None:
+        self._stats[index] = stats
+
+    async def ask(self, messages: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Send ``messages[i]`` to process ``i``, all at once; their answers."""
+        for pipe, message in zip(self._pipes, messages, strict=True):
+            pipe.send(message)
         answers = await asyncio.gather(*(asyncio.to_thread(pipe.recv) for pipe in self._pipes))
         for answer in answers:
             if answer[0] == "error":
                 raise RuntimeError(f"a bench process failed: {answer[1]}")
         return [answer[1:] for answer in answers]
 
-    def note_stats(self, index: int, stats: tuple[int, int]) -> None:
-        self._stats[index] = stats
-        self.batches = (sum(s[0] for s in self._stats), sum(s[1] for s in self._stats))
-
     async def close(self) -> None:
         """Each process closes its runtime, deletes its actors' keys and exits."""
         try:
-            await self.ask(("close",))
+            await self.ask([("close",)] * len(self._pipes))
         finally:
             for pipe in self._pipes:
                 pipe.close()
@@ -96,14 +90,16 @@ class ProcessFigure:
 
     def __init__(self, side: ProcessSide, concurrency: int, keys: int) -> None:
         self._side = side
-        self._concurrency = concurrency
+        self._shares = side.shares(concurrency)
         self._keys = keys
 
     async def warm_up(self) -> None:
-        await self._side.ask(("warm", self._concurrency, self._keys), share=1)
+        await self._side.ask([("warm", actors, self._keys) for actors in self._shares])
 
     async def run_slice(self, seconds: float, into: Sample) -> None:
-        answers = await self._side.ask(("slice", self._concurrency, self._keys, seconds), share=1)
+        answers = await self._side.ask(
+            [("slice", actors, self._keys, seconds) for actors in self._shares]
+        )
         elapsed = 0.0
         for index, (done, spent, latencies, stats) in enumerate(answers):
             into.done += done
@@ -142,14 +138,13 @@ async def _serve_async(url: str, namespace: str, tag: str, pipe: Connection) -> 
 
 
 async def _answer(side: KelpieSide, message: tuple[Any, ...]) -> tuple[Any, ...]:
-    kind, concurrency, keys, *rest = message
-    index, processes = rest[-2], rest[-1]
-    actors = _share(concurrency, processes, index)
+    """``("warm", actors, keys)`` or ``("slice", actors, keys, seconds)``."""
+    kind, actors, keys, *rest = message
     calls = side.calls_for(actors, keys)
     if kind == "warm":
         await warm_up(calls)
         return ()
-    seconds = rest[0]
+    (seconds,) = rest
     sample = Sample()
     if calls:
         await run_slice(calls, seconds, sample)

@@ -177,21 +177,17 @@ class _LMDBTransaction(BufferedTransaction):
         self._prefix = prefix
         return prefix
 
+    def _prefix_in(self, txn: Txn) -> bytes | None:
+        """The actor's key prefix, read (with its version) until known."""
+        return self._prefix if self._prefix is not None else self._note_entry(txn)
+
     def _get_in(self, txn: Txn, key: bytes) -> bytes | None:
-        prefix = self._prefix
-        if prefix is None:
-            prefix = self._note_entry(txn)
-            if prefix is None:
-                return None
-        return txn.get(prefix + key, db=self._env.records)
+        prefix = self._prefix_in(txn)
+        return None if prefix is None else txn.get(prefix + key, db=self._env.records)
 
     def _keys_in(self, txn: Txn, key_prefix: bytes) -> list[bytes]:
-        prefix = self._prefix
-        if prefix is None:
-            prefix = self._note_entry(txn)
-            if prefix is None:
-                return []
-        return _keys_from(self._env, txn, prefix + key_prefix)
+        prefix = self._prefix_in(txn)
+        return [] if prefix is None else _keys_from(self._env, txn, prefix + key_prefix)
 
     # _read, _read_keys and _commit are plain methods that return the coroutine
     # doing the work: no coroutine frame of their own on the event loop's hot path.
