@@ -186,7 +186,14 @@ def test_summary_reports_scaling_and_the_cost_of_more_keys() -> None:
     assert "redis: 64 actors / 1 actor: 4.00x (100 keys)" in lines
     keys_line = next(line for line in lines if "time per invocation" in line)
     assert "100 keys / 1 key: 2.00x at 1, 4.00x at 64" in keys_line
-    assert "target on Redis <= 3x" in keys_line
+    assert keys_line.endswith("one invocation at a time: <= 3x at 1: met")
+
+
+def test_summary_says_when_the_redis_keys_target_is_missed() -> None:
+    rows = [_row("redis", 1, 1000), _row("redis", 1, 250, keys=100)]
+    keys_line = next(line for line in summary_lines(rows) if "time per invocation" in line)
+    assert "100 keys / 1 key: 4.00x at 1" in keys_line
+    assert keys_line.endswith("<= 3x at 1: missed")
 
 
 def test_summary_reports_group_commit_speed_up_and_p99_change() -> None:
