@@ -18,7 +18,14 @@ from kelpie.storage.wrapper import StorageWrapper
 
 __all__ = ["BUGS", "register_broken_schemes"]
 
-BUGS = ("lost-update", "partial-commit", "unsorted-keys", "naive-ids", "empty-is-absent")
+BUGS = (
+    "lost-update",
+    "partial-commit",
+    "unsorted-keys",
+    "naive-ids",
+    "empty-is-absent",
+    "unvalidated-reads",
+)
 
 
 class _BrokenTransaction:
@@ -57,6 +64,9 @@ class _BrokenTransaction:
             key, value = next(iter(self._writes.items()))
             async with self._storage.inner.transaction(self._storage.alias(self._actor)) as txn:
                 await (txn.delete(key) if value is None else txn.set(key, value))
+            return
+        if bug == "unvalidated-reads" and not self._writes:
+            await self._inner.abort()  # a read-only transaction "has nothing to commit"
             return
         await self._inner.commit()
 

@@ -22,13 +22,15 @@ class ActorContext(Generic[S]):
     invocation's own writes. A context is valid only during its invocation.
     """
 
-    __slots__ = ("_buffer_set", "_txn", "actor_id", "state", "wrote")
+    __slots__ = ("_buffer_set", "_txn", "actor_id", "read", "state", "wrote")
 
     def __init__(self, actor_id: ActorId, state: S, txn: Transaction) -> None:
         self.actor_id = actor_id
         self.state = state
         self._txn = txn
         self.wrote = False
+        self.read = False
+        """A ``kv_*`` read reached the transaction: a read-only invocation must validate."""
         # kelpie's own transactions buffer a write without a coroutine; any
         # other Transaction (a wrapper, one that overrides ``set``) goes through ``set``.
         self._buffer_set = (
@@ -38,6 +40,7 @@ class ActorContext(Generic[S]):
         )
 
     async def kv_get(self, key: bytes) -> bytes | None:
+        self.read = True
         return await self._txn.get(user_key(key))
 
     async def kv_set(self, key: bytes, value: bytes) -> None:
@@ -53,8 +56,10 @@ class ActorContext(Generic[S]):
         self.wrote = True
 
     async def kv_exists(self, key: bytes) -> bool:
+        self.read = True
         return await self._txn.get(user_key(key)) is not None
 
     async def kv_list_keys(self, prefix: bytes = b"") -> list[bytes]:
+        self.read = True
         strip = len(USER)
         return [key[strip:] for key in await self._txn.list_keys(user_prefix(prefix))]

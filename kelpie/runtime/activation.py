@@ -40,7 +40,7 @@ __all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
 log = logging.getLogger("kelpie.runtime")
 
 IDEMPOTENCY_WINDOW = 1000
-"""How many of an actor's most recent idempotency keys are remembered."""
+"""How many of an actor's most recent idempotency keys are remembered (the default)."""
 
 Body = Callable[[ActorContext[Any]], Awaitable[Any]]
 
@@ -71,6 +71,7 @@ class Activation:
         codec: StateCodec,
         timeout: float,
         leases: Leases | None = None,
+        idempotency_window: int = IDEMPOTENCY_WINDOW,
     ) -> None:
         self.actor_id = actor_id
         self.actor_cls = actor_cls
@@ -79,6 +80,7 @@ class Activation:
         self._codec = codec
         self._timeout = timeout
         self._leases = leases
+        self._window = idempotency_window
         self._loaded: _Loaded | None = None
         self._loop = asyncio.get_running_loop()
         self.committed_at = 0.0
@@ -198,11 +200,17 @@ class Activation:
             unchanged = state_bytes == loaded.state_bytes and new_owner == loaded.owner
             if unchanged and not (ctx.wrote or force or record_key is not None):
                 ended = True
-                await txn.abort()
+                if ctx.read:
+                    # The handler read KV after the fence read the state: commit()
+                    # of a read-only transaction checks that nothing landed since,
+                    # so state and KV come from one committed version (guarantee 5).
+                    await txn.commit()
+                else:
+                    await txn.abort()  # the state alone: one version, at the fence read
                 return result
             count = loaded.idempotency_count
             if record_key is not None:
-                slot = idempotency_slot_key(count % IDEMPOTENCY_WINDOW)
+                slot = idempotency_slot_key(count % self._window)
                 evicted = await txn.get(slot)
                 if evicted is not None:
                     await txn.delete(evicted)

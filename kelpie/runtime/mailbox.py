@@ -111,9 +111,10 @@ class Mailbox:
         items = self._items
         stop: _Stop | None = None
         try:
-            if self._after is not None:
-                # The previous activation of this actor is still deactivating.
-                await asyncio.shield(self._after)
+            if self._after is not None and not self._after.done():
+                # The previous activation of this actor has not finished yet; how
+                # it ends (even by an error) does not matter, only that it ended.
+                await asyncio.wait((self._after,))
             while True:
                 if not items:
                     await self._wait_for_item()

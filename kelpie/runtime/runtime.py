@@ -16,7 +16,7 @@ from kelpie.errors import (
     UnknownActorTypeError,
     UnknownOperationError,
 )
-from kelpie.runtime.activation import Activation
+from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
 from kelpie.runtime.lease import Leases
 from kelpie.runtime.mailbox import Mailbox
 from kelpie.storage.protocol import Storage
@@ -50,6 +50,7 @@ class Runtime:
         idle_timeout: float | None = 300.0,
         mailbox_size: int = 1024,
         codec: StateCodec | None = None,
+        idempotency_window: int = IDEMPOTENCY_WINDOW,
     ) -> None:
         self.storage = storage
         self.invocation_timeout = _positive("invocation_timeout", invocation_timeout)
@@ -60,6 +61,16 @@ class Runtime:
         if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise ConfigError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
         self.mailbox_size = mailbox_size
+        if (
+            isinstance(idempotency_window, bool)
+            or not isinstance(idempotency_window, int)
+            or idempotency_window < 1
+        ):
+            raise ConfigError(
+                f"idempotency_window must be a positive int, got {idempotency_window!r}"
+            )
+        self.idempotency_window = idempotency_window
+        """How many of each actor's most recent idempotency keys are remembered."""
         if node_id is not None and (
             not isinstance(node_id, str) or not 0 < len(node_id.encode("utf-8", "replace")) < 256
         ):
@@ -86,16 +97,26 @@ class Runtime:
         return sorted(self._mailboxes)
 
     def _mailbox(self, actor_id: ActorId, actor_cls: type[Actor[Any]]) -> Mailbox:
-        mailbox = self._mailboxes.get(actor_id)
-        if mailbox is not None and not mailbox.stopping:
-            return mailbox
+        previous = self._mailboxes.get(actor_id)
+        if previous is not None and not previous.stopping:
+            return previous
+        # A new activation starts only once the previous one has finished: every
+        # invocation queued before its stop, its last commit and its deactivation
+        # (its whole worker task), not merely once its worker left the map.
+        after = previous.task if previous is not None else self._exiting.get(actor_id)
         activation = Activation(
-            actor_id, actor_cls, self.storage, self.codec, self.invocation_timeout, self._leases
+            actor_id,
+            actor_cls,
+            self.storage,
+            self.codec,
+            self.invocation_timeout,
+            self._leases,
+            self.idempotency_window,
         )
         mailbox = Mailbox(
             activation,
             capacity=self.mailbox_size,
-            after=self._exiting.get(actor_id),
+            after=after,
             on_exit=self._on_exit,
         )
         self._mailboxes[actor_id] = mailbox

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from kelpie.actor.id import ActorId
-from kelpie.errors import StorageClosedError, TransactionClosedError
+from kelpie.errors import StorageClosedError, TransactionClosedError, TransactionConflictError
 from kelpie.storage.limits import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -36,13 +36,29 @@ class BufferedTransaction(abc.ABC):
     Subclasses implement ``_read``, ``_read_keys``, ``_commit`` and ``_release``.
     ``_read``/``_read_keys`` mark the start of the conflict window the first
     time they run; ``_commit`` applies ``writes`` atomically or raises.
+    ``_validate`` checks, at the commit of a transaction that only read, that
+    nothing committed on the actor since its first read; the built-in backends
+    compare the actor's version (one read). A subclass that does not override
+    it gets a slower generic check: every value and key listing the
+    transaction read is read again and must be unchanged.
     """
+
+    _tracks_reads: bool = False
+    """True when ``_validate`` is this base's generic check (reads are remembered)."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._tracks_reads = cls._validate is BufferedTransaction._validate
 
     def __init__(self, storage: StorageBase, actor: ActorId) -> None:
         self._storage = storage
         self.actor = actor
         self._writes: Writes = {}
         self._open = True
+        self._seen: dict[bytes, bytes | None] = {}
+        """Generic validation only: the stored value each read key had when first read."""
+        self._seen_keys: dict[bytes, list[bytes]] = {}
+        """Generic validation only: stored keys per listed prefix, as first listed."""
 
     # -- what a backend supplies -------------------------------------------
 
@@ -62,6 +78,25 @@ class BufferedTransaction(abc.ABC):
         """Free whatever the transaction holds; called once, after commit or abort."""
         return None
 
+    async def _validate(self) -> None:
+        """Raise ``TransactionConflictError`` if a commit landed on the actor since the
+        first read (nothing to check if the transaction read nothing).
+
+        Called by ``commit()`` when there is nothing to write. This generic
+        version re-reads what was read: every value and listing must still be
+        the same, so everything read belongs to the version current now.
+        """
+        for key, value in self._seen.items():
+            if await self._read(key) != value:
+                raise TransactionConflictError(
+                    f"{self.actor} changed after this read-only transaction read it"
+                )
+        for prefix, keys in self._seen_keys.items():
+            if sorted(await self._read_keys(prefix)) != keys:
+                raise TransactionConflictError(
+                    f"{self.actor} changed after this read-only transaction listed its keys"
+                )
+
     # -- the Transaction protocol ------------------------------------------
 
     def _check_open(self) -> None:
@@ -76,7 +111,10 @@ class BufferedTransaction(abc.ABC):
         check_key(key)
         if key in self._writes:
             return self._writes[key]
-        return await self._read(key)
+        value = await self._read(key)
+        if self._tracks_reads:
+            self._seen.setdefault(key, value)
+        return value
 
     async def set(self, key: bytes, value: bytes) -> None:
         self.buffer_set(key, value)
@@ -99,7 +137,10 @@ class BufferedTransaction(abc.ABC):
     async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
         self._check_open()
         check_prefix(prefix)
-        keys = set(await self._read_keys(prefix))
+        stored = await self._read_keys(prefix)
+        if self._tracks_reads:
+            self._seen_keys.setdefault(prefix, sorted(stored))
+        keys = set(stored)
         for key, value in self._writes.items():
             if key.startswith(prefix):
                 if value is None:
@@ -114,6 +155,8 @@ class BufferedTransaction(abc.ABC):
         try:
             if self._writes:
                 await self._commit(self._writes)
+            else:
+                await self._validate()
         finally:
             self._writes = {}
             await self._release()

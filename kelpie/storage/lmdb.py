@@ -197,6 +197,18 @@ class _LMDBTransaction(BufferedTransaction):
     def _read_keys(self, prefix: bytes) -> Coroutine[Any, Any, list[bytes]]:
         return self._env.read(self._keys_in, prefix)
 
+    def _version_in(self, txn: Txn, _: None) -> int:
+        raw = txn.get(self._encoded, db=self._env.actors)
+        return 0 if raw is None else _unpack_entry(raw, self._encoded)[1]
+
+    async def _validate(self) -> None:
+        if self._read_version is None:
+            return
+        if await self._env.read(self._version_in, None) != self._read_version:
+            raise TransactionConflictError(
+                f"another commit on {self.actor} landed after this read-only transaction read it"
+            )
+
     def _commit(self, writes: Writes) -> Coroutine[Any, Any, None]:
         job = _Commit(self._env, self.actor, self._encoded, self._read_version, writes)
         batcher = self._storage._batcher

@@ -92,6 +92,9 @@ class _MemoryTransaction(BufferedTransaction):
         self._note_read()
         return self._records.keys_with_prefix(prefix)
 
+    async def _validate(self) -> None:
+        _check_version(self.actor, self._records, self._read_version)
+
     async def _commit(self, writes: Writes) -> None:
         batcher = self._storage._batcher
         if batcher is None:
@@ -103,13 +106,17 @@ class _MemoryTransaction(BufferedTransaction):
 _Commit = tuple[ActorId, _ActorRecords, int | None, Writes]
 
 
-def _apply(
-    actor: ActorId, records: _ActorRecords, read_version: int | None, writes: Writes
-) -> None:
+def _check_version(actor: ActorId, records: _ActorRecords, read_version: int | None) -> None:
     if read_version is not None and read_version != records.version:
         raise TransactionConflictError(
             f"another commit on {actor} landed after this transaction read it"
         )
+
+
+def _apply(
+    actor: ActorId, records: _ActorRecords, read_version: int | None, writes: Writes
+) -> None:
+    _check_version(actor, records, read_version)
     records.apply(writes)
 
 

@@ -245,6 +245,28 @@ class _RedisTransaction(BufferedTransaction):
         )
         return [bytes(key) for key in reply]
 
+    async def _validate(self) -> None:
+        if self._failed:
+            raise StorageUnavailableError(
+                f"a read of this transaction on {self.actor} failed; what it read cannot be "
+                f"vouched for: retry the transaction"
+            )
+        if self._version is None:
+            return
+        storage = self._storage
+        reply = await storage._run(self.actor, (b"GET", self._keys.version), "validating reads")
+        try:
+            version = _parse_version(reply)
+        except ValueError as exc:
+            raise CorruptStateError(
+                f"the version key of {self.actor} at {storage.where} does not hold a "
+                f"version: something other than kelpie wrote it ({reply!r})"
+            ) from exc
+        if version != self._version:
+            raise TransactionConflictError(
+                f"another commit on {self.actor} landed after this read-only transaction read it"
+            )
+
     async def _commit(self, writes: Writes) -> None:
         if self._failed:
             raise StorageUnavailableError(

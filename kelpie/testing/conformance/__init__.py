@@ -19,6 +19,7 @@ against a shared deployment; nothing else is read, changed or deleted.
 
 from kelpie.testing.conformance.test_concurrency import TestConcurrency
 from kelpie.testing.conformance.test_conflicts import TestConflicts
+from kelpie.testing.conformance.test_consistent_reads import TestConsistentReads
 from kelpie.testing.conformance.test_lifecycle import TestLifecycle
 from kelpie.testing.conformance.test_list_keys import TestActorIsolation, TestListKeys
 from kelpie.testing.conformance.test_model import TestModel
@@ -29,6 +30,7 @@ __all__ = [
     "TestActorIsolation",
     "TestConcurrency",
     "TestConflicts",
+    "TestConsistentReads",
     "TestLifecycle",
     "TestLimits",
     "TestListKeys",
