@@ -1,0 +1,509 @@
+"""Mutation testing of the simulator: plant each bug, run the storm, see it caught.
+
+``python -m kelpie.dst.mutants`` (or ``scripts/mutants``) proves the
+simulator's power. For each mutant of ``kelpie.dst.mutant_list`` it copies the
+``kelpie`` package to a temporary directory, replaces the mutant's original
+text (which must occur exactly once: when the code moves, the script fails and
+names the mutant), and runs the storm in a child process whose ``PYTHONPATH``
+is that copy, stopping at the first failing seed. The unmutated code runs over
+the same seeds and must pass. It prints a table and exits 0 only when every
+mutant was caught and the clean run passed::
+
+    python -m kelpie.dst.mutants                      # every mutant, 100 seeds
+    python -m kelpie.dst.mutants --only fence_trusts_cache --seeds 30
+    python -m kelpie.dst.mutants --list
+    python -m kelpie.dst.mutants --clients 16 --steps 60   # any `kelpie dst` option
+
+The storm is whatever ``kelpie dst`` runs with the given options (default:
+``--faults all --crashes``): the child calls ``kelpie.dst.cli.main`` with
+``run_storm`` told to stop at the first failing seed. A mutant counts as
+caught only when the simulator reports a violation -- a deadlock or time-limit
+report of the simulated loop included; a child killed by the wall-clock
+``--timeout`` is *not* caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kelpie.dst.mutant_list import MUTANTS, Mutant
+
+__all__ = [
+    "DEFAULT_STORM",
+    "MutantError",
+    "MutantResult",
+    "find_mutants",
+    "locate",
+    "main",
+    "plant",
+    "run_mutants",
+]
+
+DEFAULT_STORM: tuple[str, ...] = ("--faults", "all", "--crashes")
+"""The storm options used when none are given."""
+
+_CHILD_FLAG = "--child"
+_ROOT_ENV = "KELPIE_MUTANT_ROOT"
+
+
+class MutantError(Exception):
+    """A mutant cannot be planted: its original text does not occur exactly once."""
+
+
+def package_dir() -> Path:
+    """The ``kelpie`` package this module belongs to (the code that gets mutated)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def locate(mutant: Mutant, root: Path | None = None) -> tuple[str, int]:
+    """``(text, line)`` of the file the mutant changes; raise ``MutantError`` unless
+    its original occurs there exactly once."""
+    root = package_dir() if root is None else root
+    path = root / mutant.file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MutantError(
+            f"mutant {mutant.name!r}: cannot read kelpie/{mutant.file}: {exc}"
+        ) from exc
+    count = text.count(mutant.original)
+    if count != 1:
+        raise MutantError(
+            f"mutant {mutant.name!r}: its original text occurs {count} times in "
+            f"kelpie/{mutant.file} (expected exactly once) -- the code moved; update "
+            f"kelpie/dst/mutant_list.py. The text:\n{mutant.original}"
+        )
+    return text, text[: text.index(mutant.original)].count("\n") + 1
+
+
+def where(mutant: Mutant) -> str:
+    """``file:line`` of the mutant in today's code (``?`` if it cannot be found)."""
+    try:
+        _, line = locate(mutant)
+    except MutantError:
+        return f"{mutant.file}:?"
+    return f"{mutant.file}:{line}"
+
+
+def plant(mutant: Mutant | None, dest: Path) -> Path:
+    """Copy the ``kelpie`` package into ``dest`` and apply ``mutant``; return the copy."""
+    copy = dest / "kelpie"
+    shutil.copytree(package_dir(), copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if mutant is not None:
+        text, _ = locate(mutant, copy)
+        (copy / mutant.file).write_text(
+            text.replace(mutant.original, mutant.replacement, 1), encoding="utf-8"
+        )
+    return copy
+
+
+def find_mutants(only: str | None) -> list[Mutant]:
+    """The mutants named in ``only`` (comma-separated), or all of them."""
+    if not only:
+        return list(MUTANTS)
+    by_name = {m.name: m for m in MUTANTS}
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise MutantError(
+            f"unknown mutant(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}"
+        )
+    return [by_name[name] for name in names]
+
+
+@dataclass
+class MutantResult:
+    """What one child run found (``name`` ``"(clean)"``: the unmutated code)."""
+
+    name: str
+    where: str
+    description: str
+    caught: bool
+    """A seed failed (for the clean run: the code under test is broken)."""
+    seeds_run: int
+    first_failing_seed: int | None
+    caught_by: str
+    """The first violation line, or why the run ended without one."""
+    how: str
+    """``invariant`` | ``simulator`` (deadlock, time limit, error) | ``timeout`` | ``error``
+    | ``passed``."""
+    wall_time: float
+    invocations: int = 0
+    imported_from: str = ""
+    violations: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
+def _classify(violation: str) -> str:
+    if violation.startswith("simulation error:"):
+        return "simulator"
+    return "invariant"
+
+
+def _short(text: str, width: int = 100) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def run_one(
+    mutant: Mutant | None,
+    seeds: Sequence[int],
+    storm: Sequence[str],
+    *,
+    timeout: float,
+    python: str = sys.executable,
+) -> MutantResult:
+    """Plant ``mutant`` (``None``: the clean code) in a copy and run the storm on it."""
+    name = "(clean)" if mutant is None else mutant.name
+    place = "-" if mutant is None else where(mutant)
+    description = "the unmutated code" if mutant is None else mutant.description
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kelpie-mutant-") as tmp:
+        root = Path(tmp)
+        copy = plant(mutant, root)
+        out = root / "result.json"
+        progress = root / "progress.txt"
+        argv = [
+            python,
+            "-m",
+            "kelpie.dst.mutants",
+            _CHILD_FLAG,
+            str(out),
+            str(progress),
+            "--",
+            *storm,
+            "--start",
+            str(seeds[0]),
+            "--seeds",
+            str(len(seeds)),
+            "--quiet",
+        ]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(root)
+        env[_ROOT_ENV] = str(copy)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        try:
+            # cwd is the copy's parent: `python -m` puts the cwd first on sys.path.
+            child = subprocess.run(
+                argv, cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            done = _progress_lines(progress)
+            return MutantResult(
+                name, place, description, False, len(done), None,
+                f"wall-clock timeout after {timeout:.0f} s (not a simulator catch)",
+                "timeout", time.perf_counter() - started,
+            )  # fmt: skip
+        wall = time.perf_counter() - started
+        if not out.exists():
+            tail = (child.stderr or child.stdout).strip().splitlines()[-3:]
+            return MutantResult(
+                name, place, description, False, len(_progress_lines(progress)), None,
+                "child failed: " + " | ".join(tail), "error", wall,
+            )  # fmt: skip
+        data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    violations: list[str] = data["violations"]
+    failing = data["failing_seed"]
+    if failing is not None:
+        first = violations[0] if violations else "(a failing seed without a message)"
+        caught_by, how = _short(first), _classify(first)
+    else:
+        caught_by, how = "-", "passed"
+    return MutantResult(
+        name, place, description, failing is not None, data["seeds_run"], failing,
+        caught_by, how, wall, data["invocations"], data["kelpie_file"], violations,
+        data["summary"],
+    )  # fmt: skip
+
+
+def _progress_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+
+
+def run_mutants(
+    mutants: Sequence[Mutant],
+    seeds: Sequence[int],
+    storm: Sequence[str] = DEFAULT_STORM,
+    *,
+    jobs: int = 2,
+    timeout: float = 600.0,
+    clean: bool = True,
+    on_done: Callable[[MutantResult], None] | None = None,
+) -> list[MutantResult]:
+    """Run the clean code (if ``clean``) and every mutant, ``jobs`` at a time.
+
+    Results come back in order: the clean run first, then ``mutants``.
+    Raises ``MutantError`` before running anything if a mutant cannot be planted.
+    """
+    for mutant in mutants:
+        locate(mutant)
+    todo: list[Mutant | None] = [None] if clean else []
+    todo.extend(mutants)
+    lock = threading.Lock()
+
+    def work(mutant: Mutant | None) -> MutantResult:
+        result = run_one(mutant, seeds, storm, timeout=timeout)
+        if on_done is not None:
+            with lock:
+                on_done(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(work, todo))
+
+
+# -- the report -----------------------------------------------------------------
+
+
+def render_table(results: Sequence[MutantResult], seeds: int) -> str:
+    """A plain-text table of the results."""
+    header = ("mutant", "where", "caught", "seed", "seeds run", "time", "what caught it")
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        if r.name == "(clean)":
+            caught = "FAILED" if r.caught else "passed"
+        else:
+            caught = "yes" if r.caught else "NO"
+        if r.caught and r.how == "simulator":
+            caught += " (sim)"
+        elif r.how in ("timeout", "error"):
+            caught += f" ({r.how})"
+        rows.append(
+            (
+                r.name,
+                r.where,
+                caught,
+                "-" if r.first_failing_seed is None else str(r.first_failing_seed),
+                f"{r.seeds_run}/{seeds}",
+                f"{r.wall_time:.1f}s",
+                r.caught_by,
+            )
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
+    lines = []
+    for row in (header, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 14)
+    return "\n".join(lines)
+
+
+def _verdict(results: Sequence[MutantResult]) -> tuple[bool, list[str]]:
+    problems = []
+    for r in results:
+        if r.name == "(clean)":
+            if r.caught or r.how in ("timeout", "error"):
+                problems.append(f"the clean run did not pass: {r.caught_by}")
+        elif not r.caught:
+            problems.append(f"mutant {r.name} was not caught ({r.caught_by})")
+    return not problems, problems
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kelpie.dst.mutants",
+        allow_abbrev=False,
+        description="Plant each bug of kelpie.dst.mutant_list, run the kelpie dst storm on "
+        "it, and check the simulator catches it; the clean code must pass the same seeds.",
+        epilog="Any other option is a `kelpie dst` option (e.g. --clients 16 --steps 60 "
+        "--faults all*2); without any, the storm is `--faults all --crashes`.",
+    )
+    parser.add_argument("--seeds", type=int, default=100, metavar="N", help="seed budget (100)")
+    parser.add_argument("--start", type=int, default=0, metavar="S", help="first seed (0)")
+    parser.add_argument("--seed", type=int, metavar="S", help="run only seed S (a replay)")
+    parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these mutants")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--jobs", type=int, default=2, metavar="N", help="in parallel (2)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="wall seconds per run (600)"
+    )
+    parser.add_argument("--no-clean", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--verbose", action="store_true", help="print each run's violations in full"
+    )
+    return parser
+
+
+def _check_storm_args(storm: Sequence[str]) -> None:
+    """Let ``kelpie dst``'s own parser reject a bad storm option now (exits 2)."""
+    from kelpie.dst.cli import add_dst_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m kelpie.dst.mutants (storm options)")
+    add_dst_arguments(parser)
+    parser.parse_args(list(storm))
+
+
+def _list(mutants: Sequence[Mutant]) -> int:
+    status = 0
+    for mutant in mutants:
+        try:
+            _, line = locate(mutant)
+            place = f"{mutant.file}:{line}"
+        except MutantError as exc:
+            place, status = f"{mutant.file}: NOT FOUND EXACTLY ONCE", 2
+            print(exc, file=sys.stderr)
+        print(f"{mutant.name:34} {place:32} {mutant.description}")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command; exit status 0: every mutant caught and the clean run passed."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == [_CHILD_FLAG]:
+        return _child(args[1:])
+    options, storm = _parser().parse_known_args(args)
+    try:
+        mutants = find_mutants(options.only)
+    except MutantError as exc:
+        print(f"mutants: {exc}", file=sys.stderr)
+        return 2
+    if options.list:
+        return _list(mutants)
+    if options.seeds < 1 or options.jobs < 1:
+        print("mutants: --seeds and --jobs must be at least 1", file=sys.stderr)
+        return 2
+    storm = storm or list(DEFAULT_STORM)
+    _check_storm_args(storm)
+    if options.seed is not None:
+        seeds = [options.seed]
+    else:
+        seeds = list(range(options.start, options.start + options.seeds))
+    print(
+        f"{len(mutants)} mutants, seeds {seeds[0]}..{seeds[-1]}, storm: kelpie dst "
+        f"{' '.join(storm)}, {options.jobs} at a time",
+        file=sys.stderr,
+    )
+
+    def progress(result: MutantResult) -> None:
+        verdict = "caught" if result.caught else "not caught"
+        if result.name == "(clean)":
+            verdict = "FAILED" if result.caught else "passed"
+        print(
+            f"  {result.name}: {verdict} after {result.seeds_run} seeds ({result.wall_time:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    started = time.perf_counter()
+    try:
+        results = run_mutants(
+            mutants,
+            seeds,
+            storm,
+            jobs=options.jobs,
+            timeout=options.timeout,
+            clean=not options.no_clean,
+            on_done=progress,
+        )
+    except MutantError as exc:
+        print(f"mutants: {exc}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - started
+    ok, problems = _verdict(results)
+    if options.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return 0 if ok else 1
+    print(render_table(results, len(seeds)))
+    imported = next((r.imported_from for r in results if r.imported_from), "")
+    print(f"\nchild processes imported kelpie from a copy, e.g. {imported}")
+    print(f"storm: kelpie dst {' '.join(storm)}; {len(seeds)} seeds; wall time {wall:.1f} s")
+    if options.verbose:
+        for r in results:
+            if r.violations:
+                print(f"\n== {r.name}: seed {r.first_failing_seed}")
+                print("\n".join(r.violations))
+    if ok:
+        caught = sum(1 for r in results if r.name != "(clean)")
+        print(f"OK: all {caught} mutants caught" + ("; the clean run passed" if results else ""))
+    else:
+        print("FAILED:\n  " + "\n  ".join(problems))
+    return 0 if ok else 1
+
+
+# -- the child: runs inside the planted copy ----------------------------------------
+
+
+def _child(args: Sequence[str]) -> int:
+    """Run ``kelpie dst`` (its own argument parsing) stopping at the first failing seed;
+    write what happened to ``args[0]`` as JSON and each finished seed to ``args[1]``."""
+    out, progress_path, *rest = args
+    storm_argv = rest[1:] if rest[:1] == ["--"] else rest
+    import contextlib
+    import io
+
+    import kelpie
+    from kelpie.dst import cli, storm
+
+    imported = str(Path(kelpie.__file__).resolve())
+    expected = os.environ.get(_ROOT_ENV)
+    if expected and not imported.startswith(str(Path(expected).resolve()) + os.sep):
+        print(f"the child imported kelpie from {imported}, not from {expected}", file=sys.stderr)
+        return 3
+    real_run_storm = storm.run_storm
+    captured: list[Any] = []
+    progress_file = open(progress_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def run_storm(*a: Any, **kw: Any) -> Any:
+        outer = kw.get("progress")
+
+        def note(result: Any) -> None:
+            progress_file.write(f"{result.seed} {'FAIL' if result.violations else 'ok'}\n")
+            progress_file.flush()
+            if outer is not None:
+                outer(result)
+
+        kw["progress"] = note
+        kw["stop_on_failure"] = True
+        result = real_run_storm(*a, **kw)
+        captured.append(result)
+        return result
+
+    storm.run_storm = run_storm
+    if hasattr(cli, "run_storm"):
+        cli.run_storm = run_storm
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status = cli.main(list(storm_argv))
+    progress_file.close()
+    if not captured:
+        print(f"kelpie dst exited {status} without running a storm:\n{buffer.getvalue()}",
+              file=sys.stderr)  # fmt: skip
+        return 3
+    result = captured[-1]
+    failing = next((r for r in result.results if r.violations), None)
+    Path(out).write_text(
+        json.dumps(
+            {
+                "kelpie_file": imported,
+                "seeds_run": len(result.results),
+                "failing_seed": None if failing is None else failing.seed,
+                "violations": [] if failing is None else list(failing.violations),
+                "invocations": result.invocations,
+                "summary": buffer.getvalue(),
+                "status": status,
+            }
+        ),
+        encoding="utf-8",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
