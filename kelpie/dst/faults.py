@@ -34,27 +34,39 @@ one-write commit). The catalogue, with what each fault does:
     raises ``StorageUnavailableError`` (nothing applied).
 ``storage_full`` (commit points; default ``commit``)
     ``StorageFullError``, nothing applied; only on commits that write.
+``lost_commit`` (commit points; default ``commit``)
+    the request is lost on its way: the commit is *not* applied, and the
+    caller gets ``CommitOutcomeUnknownError`` (it cannot tell this from
+    ``crash_after_commit``, which applied it).
 
 Each ``FaultSpec`` has a probability, an operation filter, ``start_after`` (no
 trigger before that many operations went through the injector) and
 ``max_triggers``. The injector counts how often each fault fired.
 A ``FaultyStorage`` can also be ``sever``-ed: a crashed process's handle,
-every later call of which fails (see ``kelpie.dst.harness``).
+every later call of which fails (see ``kelpie.dst.cluster``); and ``pause``-d:
+the process is frozen (a zombie in the making). While paused, every operation
+of the handle blocks, and the reply of a request already sent (a commit waiting
+in its batch) is held back. At ``resume`` the handle works again: blocked
+writes and commits go out late -- the zombie's stale commits, which the
+runtime's fence and the backend's version check must reject -- while blocked
+reads fail with ``StorageUnavailableError`` (they timed out while the process
+was frozen), so a frozen request never starts afresh long after its client gave
+up on it. The plan side (kinds, specs, ``--faults`` syntax) is
+``kelpie.dst.fault_plan``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import random
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kelpie.actor.id import ActorId
+from kelpie.dst.fault_plan import ALL_OPS, COMMIT_ORDER, FaultKind, FaultPlan, FaultSpec
 from kelpie.dst.trace import Trace
 from kelpie.errors import (
     CommitOutcomeUnknownError,
-    ConfigError,
     StorageFullError,
     StorageUnavailableError,
     TransactionConflictError,
@@ -71,51 +83,8 @@ __all__ = [
     "FaultyStorage",
     "FaultyTransaction",
     "InjectedFault",
+    "InjectedLostCommitError",
 ]
-
-ALL_OPS = frozenset({"get", "set", "delete", "list_keys", "commit"})
-
-
-class FaultKind(enum.StrEnum):
-    """The fault catalogue (see the module docstring for each one's semantics)."""
-
-    READ_FAIL = "read_fail"
-    WRITE_FAIL = "write_fail"
-    CRASH_BEFORE_COMMIT = "crash_before_commit"
-    CRASH_DURING_COMMIT = "crash_during_commit"
-    CRASH_AFTER_COMMIT = "crash_after_commit"
-    LATENCY = "latency"
-    SPURIOUS_CONFLICT = "spurious_conflict"
-    OUTAGE = "outage"
-    STORAGE_FULL = "storage_full"
-
-
-_COMMIT_KINDS = frozenset(
-    {
-        FaultKind.CRASH_BEFORE_COMMIT,
-        FaultKind.CRASH_DURING_COMMIT,
-        FaultKind.CRASH_AFTER_COMMIT,
-        FaultKind.SPURIOUS_CONFLICT,
-        FaultKind.STORAGE_FULL,
-    }
-)
-
-_DEFAULT_OPS: dict[FaultKind, frozenset[str]] = {
-    FaultKind.READ_FAIL: frozenset({"get", "list_keys"}),
-    FaultKind.WRITE_FAIL: frozenset({"set", "delete"}),
-    FaultKind.LATENCY: ALL_OPS,
-    FaultKind.OUTAGE: ALL_OPS,
-    **{kind: frozenset({"commit"}) for kind in _COMMIT_KINDS},
-}
-
-# Commit-point faults are tried in this order; the first that fires wins.
-_COMMIT_ORDER = (
-    FaultKind.CRASH_BEFORE_COMMIT,
-    FaultKind.SPURIOUS_CONFLICT,
-    FaultKind.STORAGE_FULL,
-    FaultKind.CRASH_DURING_COMMIT,
-    FaultKind.CRASH_AFTER_COMMIT,
-)
 
 
 class InjectedFault:
@@ -130,175 +99,16 @@ class InjectedCommitOutcomeUnknownError(CommitOutcomeUnknownError, InjectedFault
     """An injected ``CommitOutcomeUnknownError`` (the commit *was* applied)."""
 
 
+class InjectedLostCommitError(CommitOutcomeUnknownError, InjectedFault):
+    """An injected ``CommitOutcomeUnknownError`` for a commit that was *not* applied."""
+
+
 class InjectedConflictError(TransactionConflictError, InjectedFault):
     """An injected ``TransactionConflictError``."""
 
 
 class InjectedStorageFullError(StorageFullError, InjectedFault):
     """An injected ``StorageFullError``."""
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One configured fault: what, how likely, on which operations, when, how often."""
-
-    kind: FaultKind
-    probability: float
-    ops: frozenset[str] | None = None
-    """Operation filter; ``None`` means the kind's default (module docstring)."""
-    start_after: int = 0
-    """Never fires before this many operations went through the injector."""
-    max_triggers: int | None = None
-    latency: tuple[float, float] = (0.001, 0.05)
-    """``latency``: the delay is uniform in [lo, hi] seconds."""
-    duration: float = 0.5
-    """``outage``: how long the window lasts, in seconds."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", FaultKind(self.kind))
-        if not 0.0 <= self.probability <= 1.0:
-            raise ConfigError(f"{self.kind}: probability must be in [0, 1], got {self.probability}")
-        if self.ops is not None:
-            ops = frozenset(self.ops)
-            unknown = ops - ALL_OPS
-            if unknown:
-                raise ConfigError(
-                    f"{self.kind}: unknown operation(s) {sorted(unknown)}; known: {sorted(ALL_OPS)}"
-                )
-            object.__setattr__(self, "ops", ops)
-        if self.start_after < 0:
-            raise ConfigError(f"{self.kind}: start_after must be >= 0")
-        if self.max_triggers is not None and self.max_triggers < 0:
-            raise ConfigError(f"{self.kind}: max_triggers must be >= 0")
-        lo, hi = self.latency
-        if not 0 <= lo <= hi:
-            raise ConfigError(f"{self.kind}: latency must be 0 <= lo <= hi, got {self.latency}")
-        if self.duration <= 0:
-            raise ConfigError(f"{self.kind}: duration must be > 0")
-
-    @property
-    def effective_ops(self) -> frozenset[str]:
-        return self.ops if self.ops is not None else _DEFAULT_OPS[self.kind]
-
-    def describe(self) -> str:
-        """The spec in the ``--faults`` syntax."""
-        parts = [str(self.kind), f"p={self.probability:g}"]
-        if self.ops is not None:
-            parts.append("ops=" + "|".join(sorted(self.ops)))
-        if self.start_after:
-            parts.append(f"after={self.start_after}")
-        if self.max_triggers is not None:
-            parts.append(f"max={self.max_triggers}")
-        if self.kind is FaultKind.LATENCY:
-            parts.append(f"delay={self.latency[0]:g}-{self.latency[1]:g}")
-        if self.kind is FaultKind.OUTAGE:
-            parts.append(f"duration={self.duration:g}")
-        return ":".join(parts)
-
-
-_EVERYTHING: tuple[FaultSpec, ...] = (
-    FaultSpec(FaultKind.READ_FAIL, 0.01),
-    FaultSpec(FaultKind.WRITE_FAIL, 0.01),
-    FaultSpec(FaultKind.CRASH_BEFORE_COMMIT, 0.02),
-    FaultSpec(FaultKind.CRASH_DURING_COMMIT, 0.03),
-    FaultSpec(FaultKind.CRASH_AFTER_COMMIT, 0.03),
-    FaultSpec(FaultKind.LATENCY, 0.1),
-    FaultSpec(FaultKind.SPURIOUS_CONFLICT, 0.02),
-    FaultSpec(FaultKind.OUTAGE, 0.002, duration=0.3),
-    FaultSpec(FaultKind.STORAGE_FULL, 0.01),
-)
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """The faults of a run. ``FaultPlan.everything()`` enables the whole catalogue."""
-
-    specs: tuple[FaultSpec, ...] = ()
-
-    @classmethod
-    def none(cls) -> FaultPlan:
-        return cls(())
-
-    @classmethod
-    def everything(cls, scale: float = 1.0) -> FaultPlan:
-        """Every fault kind, with probabilities multiplied by ``scale`` (capped at 1)."""
-        return cls(
-            tuple(replace(s, probability=min(1.0, s.probability * scale)) for s in _EVERYTHING)
-        )
-
-    @classmethod
-    def of(cls, *specs: FaultSpec) -> FaultPlan:
-        return cls(tuple(specs))
-
-    @classmethod
-    def parse(cls, text: str) -> FaultPlan:
-        """Parse the ``--faults`` syntax.
-
-        ``none``, ``all`` (``all*2`` doubles every probability), or a comma-separated
-        list of ``KIND[:p=P][:ops=OP|OP][:after=N][:max=N][:delay=LO-HI][:duration=S]``;
-        ``all`` may be combined with specs (``all,latency:p=0.5`` overrides latency).
-        """
-        specs: dict[FaultKind, FaultSpec] = {}
-        text = text.strip()
-        if text in ("", "none"):
-            return cls.none()
-        for item in text.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            if item == "all" or item.startswith("all*"):
-                try:
-                    scale = float(item[4:]) if item.startswith("all*") else 1.0
-                except ValueError as exc:
-                    raise ConfigError(f"bad fault scale in {item!r}") from exc
-                for spec in cls.everything(scale).specs:
-                    specs[spec.kind] = spec
-                continue
-            name, *options = item.split(":")
-            try:
-                kind = FaultKind(name)
-            except ValueError:
-                raise ConfigError(
-                    f"unknown fault {name!r}; known: all, none, "
-                    + ", ".join(k.value for k in FaultKind)
-                ) from None
-            base = next(s for s in _EVERYTHING if s.kind is kind)
-            spec = specs.get(kind, base)
-            for option in options:
-                key, sep, value = option.partition("=")
-                if not sep:
-                    raise ConfigError(f"fault option {option!r} in {item!r} is not KEY=VALUE")
-                try:
-                    if key == "p":
-                        spec = replace(spec, probability=float(value))
-                    elif key == "ops":
-                        spec = replace(spec, ops=frozenset(value.split("|")))
-                    elif key == "after":
-                        spec = replace(spec, start_after=int(value))
-                    elif key == "max":
-                        spec = replace(spec, max_triggers=int(value))
-                    elif key == "delay":
-                        lo, _, hi = value.partition("-")
-                        spec = replace(spec, latency=(float(lo), float(hi or lo)))
-                    elif key == "duration":
-                        spec = replace(spec, duration=float(value))
-                    else:
-                        raise ConfigError(
-                            f"unknown fault option {key!r} in {item!r}; "
-                            "known: p, ops, after, max, delay, duration"
-                        )
-                except ValueError as exc:
-                    if isinstance(exc, ConfigError):
-                        raise
-                    raise ConfigError(f"bad value in fault option {option!r}: {exc}") from exc
-            specs[kind] = spec
-        return cls(tuple(specs.values()))
-
-    def describe(self) -> str:
-        """The plan in the ``--faults`` syntax (``parse(describe())`` gives it back)."""
-        if self == FaultPlan.everything():
-            return "all"
-        return ",".join(s.describe() for s in self.specs) or "none"
 
 
 @dataclass
@@ -414,7 +224,7 @@ class FaultInjector:
         """The commit-point fault that fires now, if any (recorded and counted)."""
         if not self.enabled or not self._candidates:
             return None
-        for kind in _COMMIT_ORDER:
+        for kind in COMMIT_ORDER:
             if kind is FaultKind.SPURIOUS_CONFLICT and not read:
                 continue
             if kind is FaultKind.STORAGE_FULL and not wrote:
@@ -432,6 +242,9 @@ def _severed(storage: FaultyStorage, op: str, actor: ActorId) -> InjectedUnavail
     )
 
 
+_READS = frozenset({"get", "list_keys"})
+
+
 async def _run_commit(op: str, actor: ActorId, kind: FaultKind | None) -> bool:
     """Raise the error of a pre-commit ``kind``; return whether to lose the reply after."""
     if kind is None:
@@ -446,6 +259,11 @@ async def _run_commit(op: str, actor: ActorId, kind: FaultKind | None) -> bool:
         await asyncio.sleep(0)  # the request was on its way when the connection dropped
         raise InjectedUnavailableError(
             f"injected crash during commit ({op} {actor}): connection lost, not applied"
+        )
+    if kind is FaultKind.LOST_COMMIT:
+        await asyncio.sleep(0)  # sent, and lost on the way
+        raise InjectedLostCommitError(
+            f"injected lost request ({op} {actor}): not applied, outcome unknown to the caller"
         )
     return kind is FaultKind.CRASH_AFTER_COMMIT
 
@@ -462,12 +280,18 @@ class FaultyTransaction(TransactionWrapper):
         self._actor = actor
         self._read = False
         self._wrote = False
+        self._epoch = storage.pauses
 
     def _check(self, op: str) -> float:
-        """Before ``op``: refuse it if the process crashed; the latency to inject."""
+        """Before ``op``: refuse it if the process crashed; the latency to inject.
+
+        ``-1.0`` means the process is paused: ``FaultyStorage.wait`` blocks.
+        """
         storage = self._storage
-        if storage.severed:
-            raise _severed(storage, op, self._actor)
+        if storage.held:
+            if storage.severed:
+                raise _severed(storage, op, self._actor)
+            return -1.0
         return storage.injector.latency(op, self._actor)
 
     def _strike(self, op: str) -> None:
@@ -477,12 +301,12 @@ class FaultyTransaction(TransactionWrapper):
             raise _severed(storage, op, self._actor)
         storage.injector.check(op, self._actor)
 
-    # Each op: _check, an optional sleep, _strike -- no extra coroutine on the hot path.
+    # Each op: _check, an optional wait, _strike -- no extra coroutine on the hot path.
 
     async def get(self, key: bytes) -> bytes | None:
         delay = self._check("get")
         if delay:
-            await asyncio.sleep(delay)
+            await self._storage.wait(delay, "get", self._actor)
         self._strike("get")
         self._read = True
         return await self.inner.get(key)
@@ -490,7 +314,7 @@ class FaultyTransaction(TransactionWrapper):
     async def set(self, key: bytes, value: bytes) -> None:
         delay = self._check("set")
         if delay:
-            await asyncio.sleep(delay)
+            await self._storage.wait(delay, "set", self._actor)
         self._strike("set")
         await self.inner.set(key, value)
         self._wrote = True
@@ -498,7 +322,7 @@ class FaultyTransaction(TransactionWrapper):
     async def delete(self, key: bytes) -> None:
         delay = self._check("delete")
         if delay:
-            await asyncio.sleep(delay)
+            await self._storage.wait(delay, "delete", self._actor)
         self._strike("delete")
         await self.inner.delete(key)
         self._wrote = True
@@ -506,7 +330,7 @@ class FaultyTransaction(TransactionWrapper):
     async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
         delay = self._check("list_keys")
         if delay:
-            await asyncio.sleep(delay)
+            await self._storage.wait(delay, "list_keys", self._actor)
         self._strike("list_keys")
         self._read = True
         return await self.inner.list_keys(prefix)
@@ -515,19 +339,27 @@ class FaultyTransaction(TransactionWrapper):
         if self.ended:
             await self.inner.commit()  # raises TransactionClosedError
             return
+        storage = self._storage
         try:
             delay = self._check("commit")
             if delay:
-                await asyncio.sleep(delay)
+                await storage.wait(delay, "commit", self._actor)
             self._strike("commit")
-            kind = self._storage.injector.commit_fault(
+            kind = storage.injector.commit_fault(
                 "commit", self._actor, read=self._read, wrote=self._wrote
             )
             lose_reply = await _run_commit("commit", self._actor, kind)
         except BaseException:
             await self.abort()
             raise
-        await super().commit()
+        try:
+            await super().commit()
+        except TransactionConflictError as exc:
+            storage.note_conflict(exc, self._epoch)
+            raise
+        finally:
+            if storage.held:
+                await storage.hold_reply()
         if lose_reply:
             raise InjectedCommitOutcomeUnknownError(
                 f"injected crash after commit (commit {self._actor}): applied, reply lost"
@@ -539,7 +371,9 @@ class FaultyStorage(StorageWrapper):
 
     ``sever()`` models the process that holds this handle crashing: every later
     call (and every open transaction's next call) raises
-    ``StorageUnavailableError`` and reaches nothing. ``close()`` closes ``inner``.
+    ``StorageUnavailableError`` and reaches nothing. ``pause()`` freezes the
+    handle until ``resume()`` (see the module docstring). ``close()`` closes
+    ``inner``.
     """
 
     def __init__(self, inner: Storage, injector: FaultInjector, *, name: str = "process") -> None:
@@ -547,21 +381,79 @@ class FaultyStorage(StorageWrapper):
         self.injector = injector
         self.name = name
         self.severed = False
+        self.held = False
+        """Severed or paused: the ops' slow path."""
+        self.pauses = 0
+        """How many pauses began on this handle."""
+        self.conflicts = 0
+        """Commits the backend's version check rejected (real conflicts, not injected)."""
+        self.zombie_conflicts = 0
+        """Of those, commits of transactions begun before a pause ended."""
+        self._resumed: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"FaultyStorage({self.inner!r}, name={self.name!r})"
 
+    @property
+    def paused(self) -> bool:
+        return self._resumed is not None
+
     def sever(self) -> None:
         self.severed = True
+        self.held = True
+        self._wake()
 
-    async def _before(self, op: str, actor: ActorId) -> None:
+    def pause(self) -> None:
+        """Freeze the handle: every operation blocks until ``resume``."""
+        if self._resumed is None and not self.severed:
+            self._resumed = asyncio.get_running_loop().create_future()
+            self.held = True
+            self.pauses += 1
+
+    def resume(self) -> None:
+        """Unfreeze: blocked writes go out, blocked reads fail (they timed out)."""
+        self._wake()
+        self.held = self.severed
+
+    def _wake(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    def note_conflict(self, exc: TransactionConflictError, epoch: int) -> None:
+        """Count a commit the backend refused; ``epoch``: pauses when its transaction began."""
+        if isinstance(exc, InjectedFault):
+            return
+        self.conflicts += 1
+        if epoch != self.pauses:
+            self.zombie_conflicts += 1
+
+    async def hold_reply(self) -> None:
+        """A reply that arrives while the handle is paused waits for the resume."""
+        while self._resumed is not None:
+            await asyncio.shield(self._resumed)
+
+    async def wait(self, delay: float, op: str, actor: ActorId) -> None:
+        """Inject ``delay`` (``> 0``), then block while the handle is paused (see ``pause``)."""
+        if delay > 0:
+            await asyncio.sleep(delay)
+        blocked = False
+        while self._resumed is not None:
+            blocked = True
+            await asyncio.shield(self._resumed)
         if self.severed:
             raise _severed(self, op, actor)
+        if blocked and op in _READS:
+            raise InjectedUnavailableError(
+                f"{op} on {actor} from {self.name} timed out while its process was frozen"
+            )
+
+    async def _before(self, op: str, actor: ActorId) -> None:
+        if self.held:
+            await self.wait(0.0, op, actor)
         delay = self.injector.latency(op, actor)
         if delay:
-            await asyncio.sleep(delay)
-            if self.severed:
-                raise _severed(self, op, actor)
+            await self.wait(delay, op, actor)
         self.injector.check(op, actor)
 
     async def get(self, actor: ActorId, key: bytes) -> bytes | None:

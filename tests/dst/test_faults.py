@@ -94,6 +94,51 @@ def test_crash_after_commit_applies_and_reports_outcome_unknown() -> None:
     simulate(main)
 
 
+def test_lost_commit_applies_nothing_and_reports_outcome_unknown() -> None:
+    async def main() -> None:
+        storage, inner = faulty(FaultSpec(FaultKind.LOST_COMMIT, 1.0))
+        await inner.set(A, b"k", b"old")
+        txn = storage.transaction(A)
+        await txn.set(b"k", b"new")
+        await txn.set(b"k2", b"v2")
+        with pytest.raises(CommitOutcomeUnknownError) as caught:
+            await txn.commit()
+        assert "not applied" in str(caught.value)
+        assert await inner.get(A, b"k") == b"old"  # the request was lost: nothing stored
+        assert await inner.get(A, b"k2") is None
+        await storage.set(A, b"k", b"set")  # by default only transactions' commits are lost
+        assert storage.injector.fired[FaultKind.LOST_COMMIT] == 1
+        assert await inner.get(A, b"k") == b"set"
+
+    simulate(main)
+
+
+def test_a_paused_handle_blocks_then_sends_writes_late_and_fails_reads() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        storage, inner = faulty()
+        await inner.set(A, b"k", b"v0")
+        stale = storage.transaction(A)
+        assert await stale.get(b"k") == b"v0"  # read before the pause
+        await stale.set(b"k", b"zombie")
+        storage.pause()
+        commit = asyncio.ensure_future(stale.commit())
+        read = asyncio.ensure_future(storage.get(A, b"k"))
+        await asyncio.sleep(5)
+        assert not commit.done() and not read.done()  # everything blocks
+        await inner.set(A, b"k", b"v1")  # meanwhile another process commits
+        loop.call_later(1, storage.resume)
+        with pytest.raises(StorageUnavailableError, match="frozen"):
+            await read  # a read blocked by the pause timed out
+        with pytest.raises(TransactionConflictError):
+            await commit  # the zombie's late commit is refused by the version check
+        assert loop.time() >= 6
+        assert (storage.conflicts, storage.zombie_conflicts) == (1, 1)
+        assert await storage.get(A, b"k") == b"v1"  # the handle works again
+
+    simulate(main)
+
+
 def test_commit_faults_reach_storage_level_writes_only_when_filtered_in() -> None:
     async def main() -> None:
         storage, inner = faulty(
