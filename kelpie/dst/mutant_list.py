@@ -77,6 +77,24 @@ MUTANTS: tuple[Mutant, ...] = (
         "runtime",
     ),
     Mutant(
+        "read_only_aborted",
+        "runtime/activation.py",
+        "                if ctx.read:\n",
+        "                if ctx.wrote:\n",
+        "an invocation that only read is aborted, not committed, so its KV reads "
+        "are never validated (issue 13, bug 2, in the runtime)",
+        "runtime",
+    ),
+    Mutant(
+        "handover_waits_for_exited_only",
+        "runtime/runtime.py",
+        "after = previous.task if previous is not None else self._exiting.get(actor_id)",
+        "after = self._exiting.get(actor_id)",
+        "a new mailbox waits only for an old worker that already left the map, not for "
+        "a stopping one still draining its queue (issue 13, bug 1)",
+        "runtime",
+    ),
+    Mutant(
         "lease_expiry_ignores_renewals",
         "runtime/lease.py",
         "if seen is None or seen[0] != owner or seen[1] != seq:",
@@ -102,6 +120,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "                else:\n                    keys.add(key)\n",
         "                keys.add(key)\n",
         "list_keys() inside a transaction lists keys the transaction deleted",
+        "storage",
+    ),
+    Mutant(
+        "read_only_commit_unchecked",
+        "storage/base.py",
+        "            else:\n                await self._validate()\n",
+        "",
+        "commit() of a transaction that only read checks nothing (issue 13, bug 2, "
+        "in the storage layer)",
         "storage",
     ),
     # -- the memory backend -----------------------------------------------------------
