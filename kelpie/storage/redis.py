@@ -197,6 +197,12 @@ class _RedisTransaction(BufferedTransaction):
         self._keys = actor_keys(storage.prefix, actor)
         self._version: int | None = None  # the actor's version at the first read
         self._failed = False  # a read failed: what this transaction saw cannot be trusted
+        # Later reads carry a trailing ``GET version``. Reads one after another whose
+        # last trailing version equals the first version all saw that version, so
+        # commit() of a read-only transaction needs no round trip (``_validate``).
+        self._in_flight = 0
+        self._overlapped = False  # two reads were in flight at once: validate by round trip
+        self._last_version: int | None = None  # the trailing version of the last read
 
     async def _read_command(self, command: Command, action: str) -> Any:
         storage = self._storage
@@ -206,22 +212,19 @@ class _RedisTransaction(BufferedTransaction):
             packed = _packed_keys(self._keys)[0] + pack(commands)  # GET version first
             request = Request(packed, 1 + len(commands), False, action)
         else:
-            request = Request(pack([command]), 1, False, action)
+            packed = pack([command]) + _packed_keys(self._keys)[0]  # GET version after
+            request = Request(packed, 2, False, action)
+        self._in_flight += 1
+        if self._in_flight > 1:
+            self._overlapped = True
         try:
             replies = await storage._send(self.actor, request)
             if not first:
-                (reply,) = replies
+                reply, version_reply = replies
+                self._last_version = self._version_from(version_reply, action)
             else:
                 version_reply, reply, *suffix_replies = replies
-                if isinstance(version_reply, rex.ResponseError):
-                    raise storage._translate(version_reply, action) from version_reply
-                try:
-                    version = _parse_version(version_reply)
-                except ValueError as exc:
-                    raise CorruptStateError(
-                        f"the version key of {self.actor} at {storage.where} does not hold a "
-                        f"version: something other than kelpie wrote it ({version_reply!r})"
-                    ) from exc
+                version = self._version_from(version_reply, action)
                 if suffix_replies:
                     storage._check_first_read_suffix(self.actor, suffix_replies)
                 # Overlapping first reads: the oldest version is the one to fence on.
@@ -232,7 +235,21 @@ class _RedisTransaction(BufferedTransaction):
         except BaseException:
             self._failed = True
             raise
+        finally:
+            self._in_flight -= 1
         return reply
+
+    def _version_from(self, reply: Any, action: str) -> int:
+        storage = self._storage
+        if isinstance(reply, rex.ResponseError):
+            raise storage._translate(reply, action) from reply
+        try:
+            return _parse_version(reply)
+        except ValueError as exc:
+            raise CorruptStateError(
+                f"the version key of {self.actor} at {storage.where} does not hold a "
+                f"version: something other than kelpie wrote it ({reply!r})"
+            ) from exc
 
     async def _read(self, key: bytes) -> bytes | None:
         reply = await self._read_command((b"HGET", self._keys.data, key), "reading a key")
@@ -253,15 +270,12 @@ class _RedisTransaction(BufferedTransaction):
             )
         if self._version is None:
             return
-        storage = self._storage
-        reply = await storage._run(self.actor, (b"GET", self._keys.version), "validating reads")
-        try:
-            version = _parse_version(reply)
-        except ValueError as exc:
-            raise CorruptStateError(
-                f"the version key of {self.actor} at {storage.where} does not hold a "
-                f"version: something other than kelpie wrote it ({reply!r})"
-            ) from exc
+        version = self._last_version  # sequential reads: the last one's trailing version
+        if version is None or self._overlapped:
+            reply = await self._storage._run(
+                self.actor, (b"GET", self._keys.version), "validating reads"
+            )
+            version = self._version_from(reply, "validating reads")
         if version != self._version:
             raise TransactionConflictError(
                 f"another commit on {self.actor} landed after this read-only transaction read it"

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from kelpie import Actor, ActorContext, ActorId, Runtime, Storage, TransactionConflictError
+from kelpie import Actor, ActorContext, Runtime, Storage, TransactionConflictError
+from kelpie.testing.plugin import ActorFactory
 
 
 @dataclass
@@ -48,7 +49,6 @@ class Register(Actor[Value]):
 
 
 Reopen = Callable[[], Awaitable[Storage]]
-ACTOR = ActorId("register", "r")
 
 
 def _runtime(storage: Storage, **options: Any) -> Runtime:
@@ -57,35 +57,39 @@ def _runtime(storage: Storage, **options: Any) -> Runtime:
     return runtime
 
 
-async def test_an_invocation_after_deactivate_waits_for_the_queued_ones(storage: Storage) -> None:
+async def test_an_invocation_after_deactivate_waits_for_the_queued_ones(
+    storage: Storage, new_actor: ActorFactory
+) -> None:
+    actor = new_actor("r", namespace="register")
     async with _runtime(storage) as runtime:
-        assert await runtime.invoke(ACTOR, "write", 1) == 1
-        peek = asyncio.create_task(runtime.invoke(ACTOR, "peek", 0.2))
+        assert await runtime.invoke(actor, "write", 1) == 1
+        peek = asyncio.create_task(runtime.invoke(actor, "peek", 0.2))
         await asyncio.sleep(0.01)  # peek is running
-        deactivating = asyncio.create_task(runtime.deactivate(ACTOR))
+        deactivating = asyncio.create_task(runtime.deactivate(actor))
         await asyncio.sleep(0.01)  # the stop is queued behind peek
-        write = asyncio.create_task(runtime.invoke(ACTOR, "write", 2))
+        write = asyncio.create_task(runtime.invoke(actor, "write", 2))
         assert await peek == [1, 1]  # never [1, 2]: the write waits for the old activation
         assert await write == 2
         await deactivating
-        assert await runtime.invoke(ACTOR, "peek", 0.0) == [2, 2]
+        assert await runtime.invoke(actor, "peek", 0.0) == [2, 2]
 
 
 async def test_invocations_across_a_hand_over_run_one_at_a_time_in_arrival_order(
-    storage: Storage,
+    storage: Storage, new_actor: ActorFactory
 ) -> None:
+    actor = new_actor("r", namespace="register")
     async with _runtime(storage) as runtime:
         order: list[str] = []
 
         async def call(name: str, operation: str, payload: Any) -> Any:
-            result = await runtime.invoke(ACTOR, operation, payload)
+            result = await runtime.invoke(actor, operation, payload)
             order.append(name)
             return result
 
         first = asyncio.create_task(call("peek1", "peek", 0.1))
         second = asyncio.create_task(call("peek2", "peek", 0.1))
         await asyncio.sleep(0.01)
-        stops = [asyncio.create_task(runtime.deactivate(ACTOR)) for _ in range(2)]
+        stops = [asyncio.create_task(runtime.deactivate(actor)) for _ in range(2)]
         await asyncio.sleep(0.01)
         third = asyncio.create_task(call("write", "write", 5))
         await asyncio.sleep(0.01)
@@ -95,69 +99,75 @@ async def test_invocations_across_a_hand_over_run_one_at_a_time_in_arrival_order
         assert order == ["peek1", "peek2", "write", "peek3"]
 
 
-async def test_idle_eviction_then_a_new_call_sees_the_last_commit(storage: Storage) -> None:
+async def test_idle_eviction_then_a_new_call_sees_the_last_commit(
+    storage: Storage, new_actor: ActorFactory
+) -> None:
+    actor = new_actor("r", namespace="register")
     async with _runtime(storage, idle_timeout=0.05) as runtime:
-        assert await runtime.invoke(ACTOR, "write", 7) == 7
+        assert await runtime.invoke(actor, "write", 7) == 7
         for _ in range(100):
             if not runtime.active_actors:
                 break
             await asyncio.sleep(0.02)
         assert runtime.active_actors == []
-        assert await runtime.invoke(ACTOR, "peek", 0.0) == [7, 7]
+        assert await runtime.invoke(actor, "peek", 0.0) == [7, 7]
 
 
 async def test_a_read_only_invocation_never_returns_a_torn_view_across_runtimes(
-    storage: Storage, open_storage_again: Reopen
+    storage: Storage, open_storage_again: Reopen, new_actor: ActorFactory
 ) -> None:
+    actor = new_actor("r", namespace="register")
     other_storage = await open_storage_again()
     first = _runtime(storage)
     second = _runtime(other_storage)
     try:
-        assert await first.invoke(ACTOR, "write", 1) == 1
-        peek = asyncio.create_task(first.invoke(ACTOR, "peek", 0.2))
+        assert await first.invoke(actor, "write", 1) == 1
+        peek = asyncio.create_task(first.invoke(actor, "peek", 0.2))
         await asyncio.sleep(0.05)  # peek has read the state (1), now sleeps
-        assert await second.invoke(ACTOR, "write", 2) == 2  # state and KV become 2
+        assert await second.invoke(actor, "write", 2) == 2  # state and KV become 2
         # [1, 2] never existed: the read-only invocation must not succeed with it.
         with pytest.raises(TransactionConflictError):
             await peek
         # The activation reloaded: the retry sees the one version there is.
-        assert await first.invoke(ACTOR, "peek", 0.0) == [2, 2]
+        assert await first.invoke(actor, "peek", 0.0) == [2, 2]
     finally:
         await first.close()
         await second.close()
 
 
 async def test_a_read_only_invocation_without_interference_commits_nothing(
-    storage: Storage, open_storage_again: Reopen
+    storage: Storage, open_storage_again: Reopen, new_actor: ActorFactory
 ) -> None:
+    actor = new_actor("r", namespace="register")
     other_storage = await open_storage_again()
     first = _runtime(storage)
     second = _runtime(other_storage)
     try:
-        assert await first.invoke(ACTOR, "write", 3) == 3
-        assert await second.invoke(ACTOR, "peek", 0.0) == [3, 3]
+        assert await first.invoke(actor, "write", 3) == 3
+        assert await second.invoke(actor, "peek", 0.0) == [3, 3]
         # second's peek wrote nothing, so first's activation is still current.
-        assert await first.invoke(ACTOR, "write", 4) == 4
+        assert await first.invoke(actor, "write", 4) == 4
         # second's activation is now stale: its fence says so, and it reloads.
         with pytest.raises(TransactionConflictError):
-            await second.invoke(ACTOR, "peek", 0.0)
-        assert await second.invoke(ACTOR, "peek", 0.0) == [4, 4]
+            await second.invoke(actor, "peek", 0.0)
+        assert await second.invoke(actor, "peek", 0.0) == [4, 4]
     finally:
         await first.close()
         await second.close()
 
 
 async def test_a_state_only_read_is_one_version_and_needs_no_validation(
-    storage: Storage, open_storage_again: Reopen
+    storage: Storage, open_storage_again: Reopen, new_actor: ActorFactory
 ) -> None:
+    actor = new_actor("r", namespace="register")
     other_storage = await open_storage_again()
     first = _runtime(storage)
     second = _runtime(other_storage)
     try:
-        assert await first.invoke(ACTOR, "write", 1) == 1
-        slow = asyncio.create_task(first.invoke(ACTOR, "state_only", 0.2))
+        assert await first.invoke(actor, "write", 1) == 1
+        slow = asyncio.create_task(first.invoke(actor, "state_only", 0.2))
         await asyncio.sleep(0.05)
-        assert await second.invoke(ACTOR, "write", 2) == 2
+        assert await second.invoke(actor, "write", 2) == 2
         # Everything it returned came from the version the fence read: linearizable.
         assert await slow == 1
     finally:
