@@ -160,12 +160,14 @@ class _LMDBTransaction(BufferedTransaction):
         self._env = storage._env
         self._encoded = actor.encode()
         self._read_version: int | None = None
-        # The actor number's 8 bytes, which start its record keys; None until
-        # read (or while the actor has never committed). Numbers never change.
-        self._prefix: bytes | None = None
+        # Every read looks at the actor's version in its own snapshot: when the
+        # last of two or more reads still saw the first version, all of them saw
+        # it, and commit() of a read-only transaction needs no snapshot of its own.
+        self._reads = 0
+        self._last_version = 0
 
     def _note_entry(self, txn: Txn) -> bytes | None:
-        """Read the actor's entry: its key prefix; the first call records its version."""
+        """The actor's key prefix in this snapshot (None: never committed); note its version."""
         raw = txn.get(self._encoded, db=self._env.actors)
         if raw is None:
             prefix, version = None, 0
@@ -174,19 +176,16 @@ class _LMDBTransaction(BufferedTransaction):
             prefix = _NUMBER.pack(number)
         if self._read_version is None:
             self._read_version = version
-        self._prefix = prefix
+        self._reads += 1
+        self._last_version = version
         return prefix
 
-    def _prefix_in(self, txn: Txn) -> bytes | None:
-        """The actor's key prefix, read (with its version) until known."""
-        return self._prefix if self._prefix is not None else self._note_entry(txn)
-
     def _get_in(self, txn: Txn, key: bytes) -> bytes | None:
-        prefix = self._prefix_in(txn)
+        prefix = self._note_entry(txn)
         return None if prefix is None else txn.get(prefix + key, db=self._env.records)
 
     def _keys_in(self, txn: Txn, key_prefix: bytes) -> list[bytes]:
-        prefix = self._prefix_in(txn)
+        prefix = self._note_entry(txn)
         return [] if prefix is None else _keys_from(self._env, txn, prefix + key_prefix)
 
     # _read, _read_keys and _commit are plain methods that return the coroutine
@@ -204,7 +203,10 @@ class _LMDBTransaction(BufferedTransaction):
     async def _validate(self) -> None:
         if self._read_version is None:
             return
-        if await self._env.read(self._version_in, None) != self._read_version:
+        version = self._last_version  # reads run one at a time, on the loop's thread
+        if self._reads < 2:
+            version = await self._env.read(self._version_in, None)
+        if version != self._read_version:
             raise TransactionConflictError(
                 f"another commit on {self.actor} landed after this read-only transaction read it"
             )
