@@ -22,7 +22,9 @@ class Transaction(Protocol):
 
     Reads see the transaction's own writes. ``commit`` applies every write or
     none; if the transaction read anything and another commit on the actor
-    landed after that read, ``commit`` raises ``TransactionConflictError``.
+    landed after that read, ``commit`` raises ``TransactionConflictError`` --
+    also when it wrote nothing, so a transaction that commits read one
+    committed version of its actor (``abort`` checks nothing).
     As an async context manager it commits on normal exit and aborts on an
     exception; after an explicit ``commit()`` or ``abort()`` leaving the block
     does nothing more.
