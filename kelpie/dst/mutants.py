@@ -138,8 +138,8 @@ class MutantResult:
     caught_by: str
     """The first violation line, or why the run ended without one."""
     how: str
-    """``invariant`` | ``simulator`` (deadlock, time limit, error) | ``timeout`` | ``error``
-    | ``passed``."""
+    """``invariant`` | ``simulator`` (deadlock, time limit, error) | ``storm`` (no seed
+    failed but the storm did, e.g. coverage) | ``timeout`` | ``error`` | ``passed``."""
     wall_time: float
     invocations: int = 0
     imported_from: str = ""
@@ -217,16 +217,33 @@ def run_one(
         data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     violations: list[str] = data["violations"]
     failing = data["failing_seed"]
+    caught = failing is not None
     if failing is not None:
         first = violations[0] if violations else "(a failing seed without a message)"
         caught_by, how = _short(first), _classify(first)
+    elif data["status"] != 0:
+        # Every seed passed but the storm failed as a whole (e.g. a required
+        # coverage path never taken): a finding, though no seed shows it.
+        caught = True
+        caught_by, how = _short(f"storm failed: {_storm_reason(data['summary'])}"), "storm"
     else:
         caught_by, how = "-", "passed"
     return MutantResult(
-        name, place, description, failing is not None, data["seeds_run"], failing,
+        name, place, description, caught, data["seeds_run"], failing,
         caught_by, how, wall, data["invocations"], data["kelpie_file"], violations,
         data["summary"],
     )  # fmt: skip
+
+
+def _storm_reason(summary: str) -> str:
+    """The summary lines that say why a storm without a failing seed failed."""
+    words = ("never", "fail", "violation", "error")
+    lines = [
+        " ".join(line.split())
+        for line in summary.splitlines()
+        if any(w in line.lower() for w in words) and not line.rstrip().endswith((" 0", " -"))
+    ]
+    return "; ".join(lines) or "kelpie dst exited non-zero"
 
 
 def _progress_lines(path: Path) -> list[str]:
@@ -282,6 +299,8 @@ def render_table(results: Sequence[MutantResult], seeds: int) -> str:
             caught = "yes" if r.caught else "NO"
         if r.caught and r.how == "simulator":
             caught += " (sim)"
+        elif r.caught and r.how == "storm":
+            caught += " (storm)"
         elif r.how in ("timeout", "error"):
             caught += f" ({r.how})"
         rows.append(
