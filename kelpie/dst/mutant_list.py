@@ -178,6 +178,18 @@ MUTANTS: tuple[Mutant, ...] = (
         "batcher",
     ),
     Mutant(
+        "batcher_drain_drops_error",
+        "storage/group_commit.py",
+        "                    if isinstance(outcome, BaseException):\n"
+        "                        future.set_exception(outcome)\n"
+        "                    else:\n"
+        "                        future.set_result(outcome)\n",
+        "                    future.set_result(outcome)  # type: ignore[arg-type]\n",
+        "a commit of a batch of several is told its failure (e.g. a version "
+        "conflict) as a result: it returns as if it succeeded",
+        "batcher",
+    ),
+    Mutant(
         "batcher_failure_reported_ok",
         "storage/group_commit.py",
         "outcomes = [exc] * len(batch)",
