@@ -23,16 +23,25 @@ def parse_int(raw: bytes | None) -> int | None:
 
 
 async def kv_matches_state(
-    sim: Simulation, actor: ActorId, state_value: int | None, kv_key: bytes
+    sim: Simulation,
+    actor: ActorId,
+    state_value: int | None,
+    kv_key: bytes,
+    *,
+    report: bool = True,
 ) -> bool:
     """Check that the KV copy of a number equals the state's; report a violation if not.
 
     An actor that never committed has neither (``None`` and ``None``); a KV
     value without state, or state without its KV copy, is a violation too.
+    ``report=False`` only answers (to re-read before reporting: the state and
+    the KV are two reads, and a late commit may land between them).
     """
     kv_value = parse_int(await sim.kv(actor, kv_key))
     if state_value == kv_value or (kv_value is None and state_value in (None, 0)):
         return True
+    if not report:
+        return False
     sim.violation(
         f"{actor}: KV {kv_key.decode(errors='replace')}={kv_value} but state={state_value} "
         f"at t={sim.now:.6f}"
