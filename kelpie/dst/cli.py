@@ -75,9 +75,56 @@ def add_dst_arguments(parser: argparse.ArgumentParser) -> None:
         default="kelpie",
         help="runtime under test (naive: the atomicity-gap foil)",
     )
+    parser.add_argument(
+        "--runtimes",
+        type=int,
+        choices=(1, 2, 3),
+        default=None,
+        help="runtime processes sharing the store (default: drawn per seed, 1-3)",
+    )
+    leases = parser.add_mutually_exclusive_group()
+    leases.add_argument(
+        "--leases",
+        dest="leases",
+        action="store_const",
+        const=True,
+        default=None,
+        help="runtimes take leases (node ids); default: drawn per seed",
+    )
+    leases.add_argument("--no-leases", dest="leases", action="store_const", const=False)
+    parser.add_argument(
+        "--lease-seconds", type=float, metavar="S", default=None, help="default: drawn per seed"
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        default=None,
+        help="idle eviction after S virtual seconds; 0: none (default: drawn per seed)",
+    )
+    parser.add_argument(
+        "--no-chaos", action="store_true", help="no random deactivations of active actors"
+    )
+    parser.add_argument(
+        "--no-pauses", action="store_true", help="never pause a process (no zombies)"
+    )
+    parser.add_argument(
+        "--idempotency-window",
+        type=int,
+        metavar="N",
+        default=SimConfig.idempotency_window,
+        help=f"the runtimes' idempotency window (default {SimConfig.idempotency_window})",
+    )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="do not check the recorded histories for linearizability",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--verbose", action="store_true", help="with --seed: print the digest and every violation"
+        "--verbose",
+        action="store_true",
+        help="with --seed: print every violation in full (history slices included)",
     )
 
 
@@ -128,6 +175,14 @@ def run_dst_command(args: argparse.Namespace) -> int:
     if args.clients < 1 or args.steps < 0:
         print("kelpie dst: --clients must be >= 1 and --steps >= 0", file=sys.stderr)
         return 2
+    if args.idempotency_window < 1:
+        print("kelpie dst: --idempotency-window must be >= 1", file=sys.stderr)
+        return 2
+    for name in ("lease_seconds", "idle_timeout"):
+        value = getattr(args, name)
+        if value is not None and not value >= 0:
+            print(f"kelpie dst: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
+            return 2
     config = SimConfig(
         seed=seeds[0],
         faults=faults,
@@ -138,6 +193,14 @@ def run_dst_command(args: argparse.Namespace) -> int:
         steps=args.steps,
         runtime=args.runtime,
         storage_url=args.storage,
+        runtimes=args.runtimes,
+        leases=args.leases,
+        lease_seconds=args.lease_seconds or None,
+        idle_timeout=args.idle_timeout,
+        chaos=not args.no_chaos,
+        pauses=not args.no_pauses,
+        idempotency_window=args.idempotency_window,
+        history=not args.no_history,
     )
     progress = None if args.quiet else _Progress(len(seeds), sys.stderr)
     storm = run_storm(seeds, config, args.workload, progress=progress)
@@ -147,6 +210,7 @@ def run_dst_command(args: argparse.Namespace) -> int:
         print(f"digest  {result.digest}")
         if args.verbose:
             for violation in result.violations:
+                print()
                 print(violation)
     return 0 if storm.ok else 1
 

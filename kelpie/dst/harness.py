@@ -1,19 +1,19 @@
-"""Running one seed: processes, clients, crashes, faults, invariants.
+"""Running one seed: the workload's clients against a simulated cluster, then the checks.
 
-``run_seed(config)`` builds everything a simulation needs from one seed: the
-``SimulationLoop`` (virtual time) over ``memory://`` -- or a real event loop
-over a real backend when ``config.storage_url`` is given -- a ``FaultInjector``,
-a *process* (a ``Runtime`` on a ``FaultyStorage`` handle), and the workload's
-clients. It then
+``run_seed(workload, config)`` builds everything a simulation needs from one
+seed: the ``SimulationLoop`` (virtual time) over ``memory://`` -- or a real
+event loop over a real backend when ``config.storage_url`` is given -- a
+``FaultInjector``, the seed's topology of runtime processes
+(``kelpie.dst.cluster``), and the workload's clients. It then
 
 1. runs ``workload.setup(sim)``, then ``config.clients`` concurrent clients,
-   each calling ``workload.step(sim, client, rng)`` ``config.steps`` times;
-2. when ``config.crashes`` is set, crashes the process at random points: its
-   storage handle is severed (nothing it does reaches storage any more), every
-   task it started is cancelled, no cleanup runs, and a fresh ``Runtime``
-   starts on the same storage;
-3. turns faults off, restarts the process once more, and runs
-   ``workload.check(sim)`` and ``config.invariants``.
+   each calling ``workload.step(sim, client, rng)`` ``config.steps`` times,
+   while the cluster crashes, pauses and deactivates at random;
+2. stops the chaos, turns faults off, closes or crashes every process and
+   starts one fresh process;
+3. runs ``workload.check(sim)`` and ``config.invariants``, counts what the
+   stored records show (idempotency evictions), and checks the recorded
+   history of every actor with a model for linearizability.
 
 Every invocation, result and fault is recorded in the trace; the run's digest
 is the same for two runs of one seed (memory backend). Anything the code under
@@ -25,22 +25,43 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import random
 import secrets
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from kelpie.actor.actor import Actor
 from kelpie.actor.id import ActorId
-from kelpie.dst.faults import FaultInjector, FaultPlan, FaultyStorage
-from kelpie.dst.inspect import Inspector, KelpieInspector
+from kelpie.dst import coverage
+from kelpie.dst.client import KeyWindow
+from kelpie.dst.cluster import Cluster, Topology
+from kelpie.dst.config import (
+    MAX_KEPT_VIOLATIONS,
+    Invariant,
+    Outcome,
+    SeedResult,
+    SimConfig,
+)
+from kelpie.dst.faults import FaultInjector, InjectedFault
 from kelpie.dst.loop import SimulationLoop
-from kelpie.dst.naive import NaiveInspector, NaiveRuntime
+from kelpie.dst.process import (
+    PROCESS,
+    RUNTIMES,
+    AttemptTimeoutError,
+    Process,
+    ProcessCrashedError,
+    RuntimeKind,
+    RuntimeLike,
+    RuntimeOptions,
+    task_factory,
+)
 from kelpie.dst.rng import SimRandom
 from kelpie.dst.trace import Trace
+from kelpie.dst.workload import Workload, WorkloadBase
 from kelpie.errors import (
     ActorActiveElsewhereError,
     CorruptStateError,
@@ -49,17 +70,20 @@ from kelpie.errors import (
     MailboxFullError,
     RuntimeClosedError,
     StorageError,
+    TransactionConflictError,
 )
 from kelpie.storage.memory import MemoryStorage
 from kelpie.storage.protocol import Storage
 
 __all__ = [
     "RUNTIMES",
+    "AttemptTimeoutError",
     "Invariant",
     "Outcome",
     "ProcessCrashedError",
     "RuntimeKind",
     "RuntimeLike",
+    "RuntimeOptions",
     "SeedResult",
     "SimConfig",
     "Simulation",
@@ -68,223 +92,34 @@ __all__ = [
     "run_seed",
 ]
 
+CLIENT: contextvars.ContextVar[int] = contextvars.ContextVar("kelpie_dst_client", default=-1)
+"""The number of the client whose step is running (-1 outside the clients: setup, checks)."""
 
-class ProcessCrashedError(Exception):
-    """The simulated process died while serving the call: its outcome is unknown."""
-
-
-class RuntimeLike(Protocol):
-    """What the harness needs of a runtime (``kelpie.runtime.Runtime`` has it)."""
-
-    def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None: ...
-
-    async def invoke(
-        self,
-        actor_id: ActorId,
-        operation: str,
-        payload: Any = None,
-        *,
-        idempotency_key: str | None = None,
-    ) -> Any: ...
-
-    async def close(self) -> None: ...
-
-
-def _kelpie_runtime(storage: Storage, invocation_timeout: float) -> RuntimeLike:
-    from kelpie.runtime import Runtime
-
-    return Runtime(storage, invocation_timeout=invocation_timeout)
-
-
-def _naive_runtime(storage: Storage, invocation_timeout: float) -> RuntimeLike:
-    return NaiveRuntime(storage, invocation_timeout=invocation_timeout)
-
-
-@dataclass(frozen=True)
-class RuntimeKind:
-    """A runtime under test: how to start one, and how to read what it stored."""
-
-    name: str
-    factory: Callable[[Storage, float], RuntimeLike]
-    inspector: Inspector
-
-
-RUNTIMES: dict[str, RuntimeKind] = {
-    "kelpie": RuntimeKind("kelpie", _kelpie_runtime, KelpieInspector()),
-    "naive": RuntimeKind("naive", _naive_runtime, NaiveInspector()),
-}
-
-
-class Workload(Protocol):
-    """A simulated application: its actors, its clients' steps, its invariants.
-
-    ``setup`` registers actor types (``sim.register``) and may seed data;
-    ``step`` is one client action (usually ``await sim.call(...)``);
-    ``check_actor`` runs whenever an actor has no invocation in flight (cheap
-    invariants that must hold at every quiet moment); ``check`` runs at the
-    end, with faults off, on a freshly restarted process. Both report through
-    ``sim.violation(message)``.
-    """
-
-    name: str
-
-    async def setup(self, sim: Simulation) -> None: ...
-
-    async def step(self, sim: Simulation, client: int, rng: random.Random) -> None: ...
-
-    async def check_actor(self, sim: Simulation, actor: ActorId) -> None: ...
-
-    async def check(self, sim: Simulation) -> None: ...
-
-
-class WorkloadBase:
-    """Convenience base: no per-actor checks, nothing to set up or check."""
-
-    name = "workload"
-
-    async def setup(self, sim: Simulation) -> None:
-        return None
-
-    async def step(self, sim: Simulation, client: int, rng: random.Random) -> None:
-        raise NotImplementedError
-
-    async def check_actor(self, sim: Simulation, actor: ActorId) -> None:
-        return None
-
-    async def check(self, sim: Simulation) -> None:
-        return None
-
-
-Invariant = Callable[["Simulation"], Awaitable[None]]
-"""An extra end-of-run check: inspect ``sim`` and call ``sim.violation`` on failure."""
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Everything that defines one simulated run besides the workload."""
-
-    seed: int
-    faults: FaultPlan = field(default_factory=FaultPlan.everything)
-    crashes: bool = False
-    """Crash the process (drop the runtime, start a fresh one) at random points."""
-    max_crashes: int = 3
-    clients: int = 4
-    steps: int = 40
-    """Steps per client."""
-    attempts: int = 6
-    """How many times a client tries one operation before giving up."""
-    runtime: str = "kelpie"
-    storage_url: str | None = None
-    """``None``: ``memory://`` on the deterministic loop; else a real backend, real time."""
-    invocation_timeout: float = 5.0
-    group_commit: bool = True
-    """Commits go through the memory backend's group-commit batches."""
-    commit_latency: float | None = None
-    """Virtual seconds each batch waits, like an fsync; ``None``: drawn from the seed (0-5 ms)."""
-    max_time: float = 24 * 3600.0
-    """Virtual-time budget; passing it is reported as a violation (livelock)."""
-    invariants: tuple[Invariant, ...] = ()
-
-
-@dataclass
-class Outcome:
-    """What a retrying client finally saw."""
-
-    status: Literal["ok", "rejected", "gave_up"]
-    result: Any = None
-    error: BaseException | None = None
-    attempts: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-@dataclass
-class SeedResult:
-    """The outcome of one seed."""
-
-    seed: int
-    digest: str
-    invocations: int
-    acknowledged: int
-    gave_up: int
-    crashes: int
-    batch_crashes: int
-    """Crashes that struck while a batch of two or more commits was being written."""
-    faults: dict[str, int]
-    configured_faults: list[str]
-    violations: list[str]
-    """The first violations (at most ``MAX_KEPT_VIOLATIONS``); see ``violation_count``."""
-    violation_count: int
-    virtual_time: float
-    wall_time: float
-    deterministic: bool
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-
-BATCH_CRASH_PROBABILITY = 0.05
-"""With ``crashes``: the chance that a batch of two or more commits is hit mid-write."""
-
-MAX_KEPT_VIOLATIONS = 20
-"""Messages kept per seed: one bug tends to break an invariant many times."""
-
-# Which simulated process a task belongs to (inherited by the tasks it creates).
-_PROCESS: contextvars.ContextVar[_Process | None] = contextvars.ContextVar(
-    "kelpie_dst_process", default=None
-)
-
-# What a client may retry: transient storage trouble and a crashed process.
+# What a client may retry: transient storage trouble, a crashed or unresponsive process.
 _RETRYABLE: tuple[type[BaseException], ...] = (
     StorageError,
     InvocationTimeoutError,
     MailboxFullError,
-    ActorActiveElsewhereError,
     RuntimeClosedError,
     ProcessCrashedError,
 )
 
-
-class _Process:
-    """One incarnation of the application process: a runtime and its tasks."""
-
-    def __init__(
-        self, number: int, storage: FaultyStorage, factory: Callable[[], RuntimeLike]
-    ) -> None:
-        self.number = number
-        self.storage = storage
-        self.dead = False
-        self.tasks: dict[asyncio.Task[Any], None] = {}
-        self.callers: dict[asyncio.Task[Any], None] = {}
-        """Client tasks inside a call to this process right now."""
-        self.crash_cancelled: set[asyncio.Task[Any]] = set()
-        self.context = contextvars.copy_context()
-        self.context.run(_PROCESS.set, self)
-        # Built inside the process's context, so any task it starts is the process's.
-        self.runtime: RuntimeLike = self.context.run(factory)
+_NOWHERE: frozenset[int] = frozenset()
 
 
-def _task_factory(
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any],
-    context: contextvars.Context | None = None,
-) -> asyncio.Task[Any]:
-    task = asyncio.Task(coro, loop=loop, context=context)
-    process = context.get(_PROCESS) if context is not None else _PROCESS.get()
-    if process is not None:
-        if process.dead:
-            task.cancel()
-        else:
-            process.tasks[task] = None
-            task.add_done_callback(lambda t: process.tasks.pop(t, None))
-    return task
+def _recorder_for(config: SimConfig, workload: Workload) -> Any:
+    """A ``HistoryRecorder`` if histories are checked and the workload has models."""
+    if not config.history or not getattr(workload, "models", None):
+        return None
+    try:
+        from kelpie.dst.recorder import HistoryRecorder
+    except ImportError:  # pragma: no cover - the recorder ships with kelpie.dst
+        return None
+    return HistoryRecorder()
 
 
 class Simulation:
-    """What a workload sees: invoke actors, draw randomness, record, report."""
+    """What a workload sees: invoke actors, draw randomness, record, count, report."""
 
     def __init__(
         self,
@@ -312,15 +147,19 @@ class Simulation:
         self.violations: list[str] = []
         """The first ``MAX_KEPT_VIOLATIONS`` messages; ``violation_count`` counts all."""
         self.violation_count = 0
-        self._registrations: list[tuple[str, type[Actor[Any]]]] = []
+        self.coverage: Counter[str] = Counter()
+        self.registrations: list[tuple[str, type[Actor[Any]]]] = []
+        self.checking = False
+        """The clients are done: faults off, no more crashes, the checks run."""
+        self.window = KeyWindow(config.idempotency_window)
+        self.recorder = _recorder_for(config, workload)
+        self.topology = Topology.draw(config, self.kind)
         self._in_flight: dict[ActorId, int] = {}
-        self._checking = False
         self._id_prefix = "" if deterministic else f"run{secrets.token_hex(4)}-"
-        self._crash_rng = self.random.stream("crashes")
+        self._route_rng = self.random.stream("routing")
         self._crash_points: set[int] = set()
-        self._batch_crash_budget = config.max_crashes if config.crashes else 0
-        self._processes = 0
-        self._process = self._start_process()
+        self.trace.record("topology", self.topology.describe())
+        self.cluster = Cluster(self, self.topology)
 
     # -- for workloads ---------------------------------------------------------
 
@@ -334,9 +173,10 @@ class Simulation:
         return ActorId(namespace, self._id_prefix + id)
 
     def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None:
-        """Register an actor type with this process and every later one."""
-        self._registrations.append((namespace, actor_cls))
-        self._process.runtime.register(namespace, actor_cls)
+        """Register an actor type with every process, now and later."""
+        self.registrations.append((namespace, actor_cls))
+        for process in self.cluster.processes:
+            process.runtime.register(namespace, actor_cls)
 
     def violation(self, message: str) -> None:
         """Report a broken invariant (recorded in the trace and the result)."""
@@ -344,6 +184,10 @@ class Simulation:
         self.violation_count += 1
         if len(self.violations) < MAX_KEPT_VIOLATIONS:
             self.violations.append(message)
+
+    def count(self, path: str, n: int = 1) -> None:
+        """Count a coverage path (``kelpie.dst.coverage``); storms sum them."""
+        self.coverage[path] += n
 
     async def state(self, actor: ActorId, state_type: type[Any]) -> Any | None:
         """The actor's committed state, read from storage behind the runtime's back."""
@@ -356,6 +200,17 @@ class Simulation:
     async def kv_keys(self, actor: ActorId, prefix: bytes = b"") -> list[bytes]:
         return await self.kind.inspector.kv_keys(self.storage, actor, prefix)
 
+    @property
+    def processes(self) -> list[Process]:
+        """The live process in each slot of the topology."""
+        return self.cluster.processes
+
+    def crash(self, process: int | None = None, *, final: bool = False) -> None:
+        """Kill a process (slot ``process``, default: a random one) and start a fresh one."""
+        self.cluster.crash(
+            None if process is None else self.cluster.processes[process], final=final
+        )
+
     async def invoke(
         self,
         actor: ActorId,
@@ -363,50 +218,95 @@ class Simulation:
         payload: Any = None,
         *,
         idempotency_key: str | None = None,
+        process: int | None = None,
     ) -> Any:
-        """One attempt through the current process; a crash mid-call raises ProcessCrashedError."""
-        process = self._process
+        """One attempt, on slot ``process`` (default: a random one); may raise anything.
+
+        A crash of the process mid-call raises ``ProcessCrashedError``; a pause
+        that outlasts ``config.attempt_timeout`` raises ``AttemptTimeoutError``.
+        """
+        cluster = self.cluster
+        target = (
+            cluster.route(self._route_rng, None, set())
+            if process is None
+            else cluster.processes[process]
+        )
+        return await self._attempt(target, actor, operation, payload, idempotency_key)
+
+    async def _attempt(
+        self, process: Process, actor: ActorId, operation: str, payload: Any, key: str | None
+    ) -> Any:
         self.invocations += 1
         number = self.invocations
         now = asyncio.get_running_loop().time()
         self.trace.record("invoke", number, now, process.number, str(actor), operation, payload)
         if number in self._crash_points:
-            self._schedule_crash()
+            self.cluster.schedule_crash()
         self._in_flight[actor] = self._in_flight.get(actor, 0) + 1
+        if key is not None:
+            self.window.start(actor, key)
         # The call runs in this client task, marked as the process's for its
         # duration: every task the runtime starts meanwhile belongs to the process.
         caller = asyncio.current_task()
         assert caller is not None
-        token = _PROCESS.set(process)
-        process.callers[caller] = None
+        token = PROCESS.set(process)
+        process.callers[caller] = number
+        process.started[number] = now
+        if process.storage.paused:
+            self.cluster.arm_timeout(process, caller, number)
+        finished = True
         try:
             try:
                 result = await process.runtime.invoke(
-                    actor, operation, payload, idempotency_key=idempotency_key
+                    actor, operation, payload, idempotency_key=key
                 )
             except BaseException as error:
                 if caller in process.crash_cancelled:
                     raise self._crashed(caller, process, number) from None
+                if caller in process.timed_out:
+                    finished = False
+                    raise self._timed_out(caller, process, number) from None
                 if not isinstance(error, asyncio.CancelledError):
                     self.trace.record("error", number, type(error).__name__)
+                    self._note_error(error, process, actor)
                 raise
             if caller in process.crash_cancelled:  # the reply died with the process
                 raise self._crashed(caller, process, number)
+            if caller in process.timed_out:  # the reply came as the client gave up
+                raise self._timed_out(caller, process, number)
             self.trace.record("result", number, result)
             return result
         finally:
-            _PROCESS.reset(token)
-            process.callers.pop(caller, None)
+            PROCESS.reset(token)
+            del process.callers[caller]
+            del process.started[number]
+            if key is not None:
+                if finished:
+                    self.window.finish(actor)
+                else:  # it may still land: open until the process dies
+                    process.stranded.append(actor)
             left = self._in_flight[actor] - 1
             if left:
                 self._in_flight[actor] = left
             else:
                 del self._in_flight[actor]
-                if not self._checking:
+                if not self.checking:
                     await self.workload.check_actor(self, actor)
 
+    def _note_error(self, error: BaseException, process: Process, actor: ActorId) -> None:
+        if isinstance(error, TransactionConflictError):
+            if isinstance(error, InjectedFault):
+                return
+            self.count(coverage.CONFLICT)
+            if actor in process.stale:
+                process.stale.discard(actor)
+                if not getattr(error, "zombie", False):  # else the storage counted it
+                    self.count(coverage.ZOMBIE_REJECTED)
+        elif isinstance(error, ActorActiveElsewhereError):
+            self.count(coverage.LEASE_REDIRECT)
+
     def _crashed(
-        self, caller: asyncio.Task[Any], process: _Process, number: int
+        self, caller: asyncio.Task[Any], process: Process, number: int
     ) -> ProcessCrashedError:
         process.crash_cancelled.discard(caller)
         if caller.cancelling():
@@ -414,30 +314,106 @@ class Simulation:
         self.trace.record("crashed", number)
         return ProcessCrashedError(f"process {process.number} crashed during the call")
 
+    def _timed_out(
+        self, caller: asyncio.Task[Any], process: Process, number: int
+    ) -> AttemptTimeoutError:
+        process.timed_out.discard(caller)
+        if caller.cancelling():
+            caller.uncancel()
+        self.trace.record("timed_out", number)
+        self.count(coverage.ATTEMPT_TIMEOUT)
+        return AttemptTimeoutError(
+            f"process {process.number} did not answer within {self.config.attempt_timeout} s"
+        )
+
     async def call(
         self,
         actor: ActorId,
         operation: str,
         payload: Any = None,
         *,
-        key: str,
+        key: str | None,
         rng: random.Random,
         attempts: int | None = None,
     ) -> Outcome:
-        """Invoke with idempotency key ``key``, retrying transient failures.
+        """Invoke as a client would: one logical call, recorded in the history.
 
-        Retries (same key, seeded back-off) on storage errors -- including
-        ``CommitOutcomeUnknownError`` -- timeouts and process crashes; an
-        exception raised by the handler itself is a definitive ``rejected``.
-        After ``attempts`` tries the client gives up: the outcome is unknown.
+        With ``key``: retries (same key, seeded back-off, another process after a
+        timeout, the owner after a lease redirect) on storage errors --
+        including ``CommitOutcomeUnknownError`` -- timeouts and process
+        crashes, but never once the key may have left the idempotency window
+        (``KeyWindow``). ``key=None``: exactly one attempt, no idempotency key.
+        An exception raised by the handler itself is a definitive ``rejected``
+        (unless an abandoned attempt may still land: then ``gave_up``). After
+        ``attempts`` tries the client gives up: the outcome is unknown.
         """
+        recorder = self.recorder
+        if recorder is None:
+            return await self._call(actor, operation, payload, key, rng, attempts)
+        loop = asyncio.get_running_loop()
+        handle = recorder.begin(actor, operation, payload, CLIENT.get(), loop.time(), key=key)
+        try:
+            outcome = await self._call(actor, operation, payload, key, rng, attempts)
+        except BaseException:
+            recorder.unknown(handle)
+            raise
+        if outcome.status == "ok":
+            recorder.ok(handle, outcome.result, loop.time())
+        elif outcome.status == "rejected":
+            assert outcome.error is not None
+            recorder.rejected(handle, outcome.error, loop.time())
+        else:
+            recorder.unknown(handle)
+        return outcome
+
+    async def _call(
+        self,
+        actor: ActorId,
+        operation: str,
+        payload: Any,
+        key: str | None,
+        rng: random.Random,
+        attempts: int | None,
+    ) -> Outcome:
         limit = attempts if attempts is not None else self.config.attempts
+        if key is None:
+            limit = 1
+        cluster = self.cluster
         last: BaseException | None = None
-        for attempt in range(1, limit + 1):
+        prefer: Process | None = None
+        avoid: set[int] = set()
+        stranded = False
+        attempt = 0
+        while attempt < limit:
+            attempt += 1
+            if attempt > 1 and key is not None and not self.window.may_retry(actor, key):
+                self.count(coverage.GAVE_UP_WINDOW)
+                break
+            process = (
+                cluster.route(rng, prefer, avoid)
+                if len(cluster.processes) > 1
+                else (cluster.processes[0])
+            )
+            prefer = None
             try:
-                result = await self.invoke(actor, operation, payload, idempotency_key=key)
+                result = await self._attempt(process, actor, operation, payload, key)
             except CorruptStateError:
                 raise
+            except ActorActiveElsewhereError as exc:
+                last = exc
+                owner = cluster.owner(exc.owner)
+                if owner is None:  # a dead node's lease: wait for it to expire, then take over
+                    prefer = process
+                    await asyncio.sleep(self.topology.lease_seconds + rng.uniform(0.001, 0.02))
+                else:
+                    prefer = owner
+                continue
+            except AttemptTimeoutError as exc:
+                last = exc
+                stranded = True
+                avoid.add(process.slot)
+                cluster.suspect(process)
+                continue
             except _RETRYABLE as exc:
                 last = exc
                 await asyncio.sleep(rng.uniform(0.001, 0.02) * attempt)
@@ -445,98 +421,105 @@ class Simulation:
             except KelpieError:
                 raise
             except Exception as exc:
+                self.count(coverage.HANDLER_REJECTION)
+                if stranded:  # an abandoned attempt may still land: nothing is certain
+                    last = exc
+                    break
                 return Outcome("rejected", error=exc, attempts=attempt)
             self.acknowledged += 1
             return Outcome("ok", result=result, attempts=attempt)
         self.gave_up += 1
         self.trace.record("gave_up", str(actor), operation, key)
-        return Outcome("gave_up", error=last, attempts=limit)
-
-    # -- processes -------------------------------------------------------------
-
-    def _start_process(self) -> _Process:
-        self._processes += 1
-        number = self._processes
-        # Each process opens its own handle on the store, as a real process
-        # would: its commit batches die with it.
-        inner = self.storage
-        if isinstance(inner, MemoryStorage):
-            inner = inner.handle()
-            if self.config.crashes:
-                inner.on_batch = self._batch_started
-        handle = FaultyStorage(inner, self.injector, name=f"process {number}")
-        timeout = self.config.invocation_timeout
-        process = _Process(number, handle, lambda: self.kind.factory(handle, timeout))
-        for namespace, actor_cls in self._registrations:
-            process.runtime.register(namespace, actor_cls)
-        self.trace.record("process", number)
-        return process
-
-    def crash(self, *, final: bool = False) -> None:
-        """Kill the current process without any cleanup and start a fresh one."""
-        process = self._process
-        process.dead = True
-        in_flight = getattr(process.storage.inner, "batch_in_flight", 0)
-        if in_flight >= 2 and not final:
-            self.batch_crashes += 1
-            self.trace.record("crash_during_batch", process.number, in_flight)
-        process.storage.sever()
-        for task in list(process.tasks):
-            task.cancel()
-        for caller in list(process.callers):
-            process.crash_cancelled.add(caller)
-            caller.cancel()
-        if not final:
-            self.crashes += 1
-        self.trace.record("crash", process.number, self.invocations)
-        self._process = self._start_process()
-
-    def _batch_started(self, size: int, wait: float) -> None:
-        """Now and then, crash the process while a batch of commits is being written."""
-        if size < 2 or wait <= 0 or self._batch_crash_budget <= 0:
-            return
-        if self._crash_rng.random() < BATCH_CRASH_PROBABILITY:
-            self._batch_crash_budget -= 1
-            delay = self._crash_rng.uniform(0.0, wait)
-            asyncio.get_running_loop().call_later(delay, self._crash_if_running)
-
-    def _schedule_crash(self) -> None:
-        delay = self._crash_rng.uniform(0.0, 0.02)
-        asyncio.get_running_loop().call_later(delay, self._crash_if_running)
-
-    def _crash_if_running(self) -> None:
-        if not self._checking:
-            self.crash()
+        return Outcome("gave_up", error=last, attempts=attempt)
 
     # -- the run -----------------------------------------------------------------
 
     async def run(self) -> None:
         config = self.config
+        cluster = self.cluster
         if config.crashes and config.max_crashes > 0:
+            rng = cluster.crash_rng
             expected = max(1, config.clients * config.steps)
-            count = self._crash_rng.randint(1, config.max_crashes)
-            self._crash_points = {self._crash_rng.randint(1, expected) for _ in range(count)}
+            count = rng.randint(1, config.max_crashes)
+            self._crash_points = {rng.randint(1, expected) for _ in range(count)}
         await self.workload.setup(self)
+        cluster.start_background()
         streams = [self.random.stream(f"client/{c}") for c in range(config.clients)]
 
         async def client(number: int) -> None:
+            CLIENT.set(number)
             for _ in range(config.steps):
                 await self.workload.step(self, number, streams[number])
 
         await asyncio.gather(*(client(c) for c in range(config.clients)))
-        # The end: faults off, one last restart, then the invariants.
-        self._checking = True
+        # The end: no more chaos, faults off, every process closed or crashed, one fresh one.
+        self.checking = True
+        await cluster.stop_background()
         self.injector.enabled = False
         self.trace.record("quiesce", self.invocations)
-        if self._crash_rng.random() < 0.5:
-            self.crash(final=True)
-        else:
-            await self._process.runtime.close()
-            self._process = self._start_process()
+        await cluster.restart_all()
         await self.workload.check(self)
         for invariant in config.invariants:
             await invariant(self)
-        await self._process.runtime.close()
+        for process in cluster.processes:
+            await process.runtime.close()
+        await self._count_stored()
+        if self.recorder is not None:
+            for message in self.recorder.check(self.workload.models):  # type: ignore[attr-defined]
+                self.violation(message)
+            self.count(coverage.HISTORY_OPERATIONS, self.recorder.operations)
+            self.count(coverage.HISTORY_EXHAUSTED, self.recorder.exhausted)
+
+    async def _count_stored(self) -> None:
+        """Coverage only the stored records and the storage handles can tell."""
+        window = self.config.idempotency_window
+        counter = getattr(self.kind.inspector, "idempotency_count", None)
+        if counter is not None:
+            for actor in sorted(self.window.actors(), key=str):
+                self.count(
+                    coverage.IDEMPOTENCY_EVICTION,
+                    max(0, await counter(self.storage, actor) - window),
+                )
+        everyone = self.cluster.everyone
+        self.count(coverage.VERSION_CONFLICT, sum(p.storage.conflicts for p in everyone))
+        self.count(coverage.ZOMBIE_REJECTED, sum(p.storage.zombie_conflicts for p in everyone))
+        self.count(coverage.UNKNOWN_NOT_APPLIED, self.injector.fired.get("lost_commit", 0))
+
+
+def _unretrieved(holder: dict[str, Simulation], context: dict[str, Any]) -> None:
+    """The loop's exception handler: keep quiet about exceptions nobody retrieved.
+
+    They are reported when the garbage collector frees their future -- at no
+    deterministic moment -- so they are neither printed nor traced (e.g. the
+    stop future of a failed idle eviction, which the sweeper does not await).
+    """
+
+
+class _QuietRuntimeLog(logging.Handler):
+    """Counts the runtime's warnings (failed renewals, deactivations) instead of printing them.
+
+    Under injected faults they are expected; ``sim.coverage`` keeps their number.
+    """
+
+    def __init__(self, holder: dict[str, Simulation]) -> None:
+        super().__init__(logging.WARNING)
+        self.holder = holder
+        self.logger = logging.getLogger("kelpie.runtime")
+        self.propagate = True
+
+    def __enter__(self) -> None:
+        self.propagate = self.logger.propagate
+        self.logger.addHandler(self)
+        self.logger.propagate = False
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.propagate = self.propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sim = self.holder.get("sim")
+        if sim is not None:
+            sim.count(coverage.RUNTIME_WARNING)
 
 
 def _commit_latency(config: SimConfig) -> float:
@@ -556,7 +539,9 @@ def run_seed(
     holder: dict[str, Simulation] = {}
 
     async def main() -> None:
-        asyncio.get_running_loop().set_task_factory(_task_factory)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(task_factory)  # type: ignore[arg-type]
+        loop.set_exception_handler(lambda _, context: _unretrieved(holder, context))
         if deterministic:
             storage: Storage = MemoryStorage(
                 group_commit=config.group_commit, commit_latency=_commit_latency(config)
@@ -580,7 +565,8 @@ def run_seed(
         runner = asyncio.Runner(loop_factory=lambda: loop)
     else:
         runner = asyncio.Runner()
-    with runner:
+    quiet = _QuietRuntimeLog(holder)
+    with runner, quiet:
         try:
             runner.run(main())
         except Exception as exc:
@@ -594,6 +580,8 @@ def run_seed(
         raise RuntimeError(error or "the simulation did not start")
     if error is not None:
         sim.violation(error)
+    required = sim.topology.required(config.crashes)
+    required += tuple(getattr(sim.workload, "required_paths", ()))
     return SeedResult(
         seed=config.seed,
         digest=sim.trace.digest,
@@ -609,4 +597,7 @@ def run_seed(
         virtual_time=virtual_time,
         wall_time=wall,
         deterministic=deterministic,
+        coverage={path: n for path, n in sorted(sim.coverage.items()) if n},
+        required=tuple(dict.fromkeys(required)),
+        topology=sim.topology.describe(),
     )

@@ -49,6 +49,11 @@ class KelpieInspector:
     async def kv(self, storage: Storage, actor: ActorId, key: bytes) -> bytes | None:
         return await storage.get(actor, user_key(key))
 
+    async def idempotency_count(self, storage: Storage, actor: ActorId) -> int:
+        """How many keyed commits the actor's state record counts (0 if none stored)."""
+        raw = await storage.get(actor, STATE_KEY)
+        return 0 if raw is None else StateRecord.decode(raw, f"actor {actor}").idempotency_count
+
     async def kv_keys(self, storage: Storage, actor: ActorId, prefix: bytes = b"") -> list[bytes]:
         strip = len(USER)
         return [k[strip:] for k in await storage.list_keys(actor, user_prefix(prefix))]

@@ -1,9 +1,11 @@
 """A storm: many seeds of one workload, and a summary a person can act on.
 
 ``run_storm(seeds, config, workload)`` runs every seed (each fully
-independent), counts invocations and faults fired by type, lists the
-configured faults that never fired (a fault that never fires proves
-nothing), and turns each failing seed into replay commands.
+independent), counts invocations, faults fired by type and coverage paths
+taken, lists the configured faults that never fired and the required paths
+never taken (either proves nothing: a storm of ``coverage.MIN_SEEDS`` seeds
+or more fails on a required path never taken), and turns each failing seed
+into replay commands.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from kelpie.dst import coverage
 from kelpie.dst.harness import SeedResult, SimConfig, Workload, run_seed
 from kelpie.dst.workloads import WORKLOADS
 
@@ -38,6 +41,22 @@ def replay_commands(
         cli += ["--commit-latency", repr(config.commit_latency)]
     if config.runtime != "kelpie":
         cli += ["--runtime", config.runtime]
+    if config.runtimes is not None:
+        cli += ["--runtimes", str(config.runtimes)]
+    if config.leases is not None:
+        cli.append("--leases" if config.leases else "--no-leases")
+    if config.lease_seconds is not None:
+        cli += ["--lease-seconds", repr(config.lease_seconds)]
+    if config.idle_timeout is not None:
+        cli += ["--idle-timeout", repr(config.idle_timeout)]
+    if not config.chaos:
+        cli.append("--no-chaos")
+    if not config.pauses:
+        cli.append("--no-pauses")
+    if not config.history:
+        cli.append("--no-history")
+    if config.idempotency_window != SimConfig.idempotency_window:
+        cli += ["--idempotency-window", str(config.idempotency_window)]
     if config.storage_url is not None:
         cli += ["--storage", config.storage_url]
     cli += ["--clients", str(config.clients), "--steps", str(config.steps)]
@@ -98,8 +117,29 @@ class StormResult:
         return sum(r.batch_crashes for r in self.results)
 
     @property
+    def coverage(self) -> dict[str, int]:
+        """Every coverage path's total over the seeds, sorted by name."""
+        total: Counter[str] = Counter()
+        for result in self.results:
+            total.update(result.coverage)
+        return dict(sorted(total.items()))
+
+    @property
+    def required(self) -> list[str]:
+        """Paths some seed's features or the workload require, sorted."""
+        return sorted({path for r in self.results for path in r.required})
+
+    @property
+    def never_taken(self) -> list[str]:
+        """Required paths no seed took; empty for storms under ``coverage.MIN_SEEDS`` seeds."""
+        if self.seeds < coverage.MIN_SEEDS:
+            return []
+        taken = self.coverage
+        return [path for path in self.required if not taken.get(path)]
+
+    @property
     def ok(self) -> bool:
-        return not self.failing
+        return not self.failing and not self.never_taken
 
     def summary(self, *, max_failures: int = 10) -> str:
         """A plain-text table: seeds, invocations, speed, faults, violations, replays."""
@@ -115,17 +155,26 @@ class StormResult:
             ("crashes mid-batch", str(self.batch_crashes)),
             ("wall time", f"{self.wall_time:.2f} s"),
         ]
+        if self.seeds == 1:
+            rows.append(("topology", self.results[0].topology))
         fired = self.faults
         for kind in sorted(set(self.configured_faults) | set(fired)):
             rows.append((f"fault {kind}", str(fired.get(kind, 0))))
         rows.append(("never fired", ", ".join(self.never_fired) or "-"))
+        required = set(self.required)
+        for path, total in self.coverage.items():
+            rows.append((f"path {path}" + (" *" if path in required else ""), str(total)))
+        rows.append(("paths never taken", ", ".join(self.never_taken) or "-"))
         rows.append(("violations", str(self.violations)))
         rows.append(("failing seeds", str(len(self.failing))))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
         for result in self.failing[:max_failures]:
             lines.append("")
-            lines.append(f"seed {result.seed} FAILED ({result.violation_count} violations):")
+            lines.append(
+                f"seed {result.seed} FAILED ({result.violation_count} violations; "
+                f"{result.topology}):"
+            )
             lines.extend(f"  - {v.splitlines()[0]}" for v in result.violations[:3])
             lines.append("  replay:")
             lines.extend(

@@ -53,3 +53,22 @@ def test_one_seed_replays_to_the_same_digest(capsys: pytest.CaptureFixture[str])
 def test_bad_fault_spec_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_dst_command(parse("--faults", "meteor_strike", "--quiet")) == 2
     assert "unknown fault 'meteor_strike'" in capsys.readouterr().err
+
+
+def test_pinned_topology_flags_reach_the_run_and_the_replay_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--seed", "3", "--runtimes", "2", "--leases", "--lease-seconds", "0.3"]
+    argv += ["--idle-timeout", "0", "--no-chaos", "--idempotency-window", "5", "--quiet"]
+    assert run_dst_command(parse(*argv)) == 0
+    out, _ = capsys.readouterr()
+    print(out)
+    assert "topology                   2 runtimes, leases 0.3 s, no idle eviction, pauses" in out
+
+    from kelpie.dst.harness import SimConfig
+    from kelpie.dst.storm import replay_commands
+
+    config = SimConfig(seed=3, runtimes=2, leases=False, chaos=False, idempotency_window=5)
+    cli = replay_commands(3, config, "ledger")[0]
+    assert "--runtimes 2 --no-leases" in cli and "--no-chaos" in cli
+    assert "--idempotency-window 5" in cli

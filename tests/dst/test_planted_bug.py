@@ -16,8 +16,9 @@ import pytest
 from kelpie.actor.id import ActorId
 from kelpie.actor.keys import USER
 from kelpie.dst.faults import FaultPlan
-from kelpie.dst.harness import RUNTIMES, RuntimeKind, RuntimeLike, SimConfig
+from kelpie.dst.harness import RUNTIMES, RuntimeKind, RuntimeLike, RuntimeOptions, SimConfig
 from kelpie.dst.inspect import KelpieInspector
+from kelpie.dst.process import kelpie_runtime
 from kelpie.dst.storm import run_storm
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.wrapper import StorageWrapper
@@ -76,10 +77,8 @@ class SplitCommitStorage(StorageWrapper):
         return SplitCommitTransaction(self.inner, actor)
 
 
-def planted_runtime(storage: Storage, invocation_timeout: float) -> RuntimeLike:
-    from kelpie.runtime import Runtime
-
-    return Runtime(SplitCommitStorage(storage), invocation_timeout=invocation_timeout)
+def planted_runtime(storage: Storage, options: RuntimeOptions) -> RuntimeLike:
+    return kelpie_runtime(SplitCommitStorage(storage), options)
 
 
 def test_planted_commit_path_bug_is_caught_within_100_seeds(
@@ -125,8 +124,8 @@ def test_a_runtime_that_ignores_idempotency_keys_is_caught(
         ) -> object:
             return await super().invoke(actor_id, operation, payload)
 
-    def forgetful(storage: Storage, invocation_timeout: float) -> RuntimeLike:
-        return Forgetful(storage, invocation_timeout=invocation_timeout)
+    def forgetful(storage: Storage, options: RuntimeOptions) -> RuntimeLike:
+        return kelpie_runtime(storage, options, Forgetful)
 
     monkeypatch.setitem(
         RUNTIMES, "forgetful", RuntimeKind("forgetful", forgetful, KelpieInspector())

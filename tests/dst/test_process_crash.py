@@ -59,7 +59,17 @@ class CrashMidCall(WorkloadBase):
 
 
 def test_a_crash_mid_invocation_is_an_unknown_outcome_and_stores_nothing() -> None:
-    config = SimConfig(seed=1, faults=FaultPlan.none(), clients=1, steps=1, invocation_timeout=60)
+    config = SimConfig(
+        seed=1,
+        faults=FaultPlan.none(),
+        clients=1,
+        steps=1,
+        invocation_timeout=60,
+        runtimes=1,  # sim.crash() below crashes the only process
+        leases=False,  # the fresh process serves the actor at once
+        pauses=False,
+        chaos=False,
+    )
     result = run_seed(CrashMidCall, config)
     print(f"seed 1: {result.violations} crashes={result.crashes}")
     assert result.violations == []

@@ -21,6 +21,12 @@ def test_ledger_storm_with_every_fault_and_crashes_finds_no_violation() -> None:
     assert storm.violations == 0, storm.summary()
     if "KELPIE_DST_SEED" not in os.environ:
         assert storm.never_fired == [], f"faults that never fired: {storm.never_fired}"
+        assert storm.never_taken == [], f"paths never taken: {storm.never_taken}"
+        assert storm.ok
+        coverage = storm.coverage
+        for path in ("conflict", "version_conflict", "lease_redirect", "zombie_rejected"):
+            assert coverage.get(path, 0) > 0, path  # two live writers, and zombies, every storm
+        assert coverage["unknown_not_applied"] > 0 and coverage["idempotency_eviction"] > 0
         assert storm.crashes > 0
         assert sum(r.gave_up for r in storm.results) > 0  # clients did give up sometimes
     assert storm.invocations > 0
@@ -54,3 +60,24 @@ def test_soak_ten_thousand_seeds() -> None:
     print(storm.summary())
     assert storm.violations == 0, storm.summary()
     assert storm.never_fired == []
+
+
+def test_a_storm_fails_on_a_required_path_never_taken() -> None:
+    """Coverage is part of the verdict: a path a feature requires must be taken somewhere."""
+    from kelpie.dst import WorkloadBase
+
+    class NeverDeletes(WorkloadBase):
+        name = "never-deletes"
+        required_paths = ("delete",)
+
+        async def step(self, sim: object, client: int, rng: object) -> None:
+            return None
+
+    config = SimConfig(seed=0, faults=FaultPlan.none(), runtimes=1, steps=1)
+    small = run_storm(range(3), config, NeverDeletes)  # a replay of a few seeds never fails
+    assert small.ok and small.never_taken == []
+    storm = run_storm(range(20), config, NeverDeletes)
+    print(storm.summary())
+    assert not storm.ok
+    assert storm.never_taken == ["chaos_deactivation", "delete", "idle_eviction"]
+    assert "paths never taken  chaos_deactivation, delete, idle_eviction" in (storm.summary())
