@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from types import TracebackType
 from typing import Any, Self
@@ -22,6 +23,14 @@ from kelpie.runtime.mailbox import Mailbox
 from kelpie.storage.protocol import Storage
 
 __all__ = ["Runtime"]
+
+log = logging.getLogger("kelpie.runtime")
+
+
+def _log_failed_eviction(stopped: asyncio.Future[None]) -> None:
+    """Nobody awaits an idle eviction: retrieve (and log) its failure here."""
+    if not stopped.cancelled() and stopped.exception() is not None:
+        log.warning("idle deactivation failed", exc_info=stopped.exception())
 
 
 def _positive(name: str, value: float) -> float:
@@ -148,7 +157,7 @@ class Runtime:
                     and idle_since is not None
                     and now - idle_since >= self.idle_timeout
                 ):
-                    mailbox.stop()
+                    mailbox.stop().add_done_callback(_log_failed_eviction)
                 elif (
                     self._leases is not None
                     and mailbox.activation.holds_lease()

@@ -173,3 +173,24 @@ async def test_a_state_only_read_is_one_version_and_needs_no_validation(
     finally:
         await first.close()
         await second.close()
+
+
+class FailsToDeactivate(Register):
+    async def on_deactivate(self, ctx: ActorContext[Value]) -> None:
+        raise RuntimeError("on_deactivate failed")
+
+
+async def test_a_failed_idle_eviction_is_logged_not_left_unretrieved(
+    storage: Storage, new_actor: ActorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    actor = new_actor("r", namespace="fails")
+    async with Runtime(storage, idle_timeout=0.05) as runtime:
+        runtime.register("fails", FailsToDeactivate)
+        assert await runtime.invoke(actor, "write", 1) == 1
+        for _ in range(100):
+            if not runtime.active_actors:
+                break
+            await asyncio.sleep(0.02)
+        assert runtime.active_actors == []
+        assert any("idle deactivation failed" in r.getMessage() for r in caplog.records)
+        assert await runtime.invoke(actor, "peek", 0.0) == [1, 1]
