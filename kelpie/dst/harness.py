@@ -46,6 +46,7 @@ from kelpie.dst.config import (
     SeedResult,
     SimConfig,
 )
+from kelpie.dst.exclusive import WATCH, Watch, watched
 from kelpie.dst.faults import FaultInjector, InjectedFault
 from kelpie.dst.loop import SimulationLoop
 from kelpie.dst.process import (
@@ -173,7 +174,13 @@ class Simulation:
         return ActorId(namespace, self._id_prefix + id)
 
     def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None:
-        """Register an actor type with every process, now and later."""
+        """Register an actor type with every process, now and later.
+
+        With a cluster-capable runtime the class is registered ``watched``: two
+        of its handlers running at once in one process for one actor is a violation.
+        """
+        if self.kind.cluster:
+            actor_cls = watched(actor_cls)
         self.registrations.append((namespace, actor_cls))
         for process in self.cluster.processes:
             process.runtime.register(namespace, actor_cls)
@@ -551,6 +558,7 @@ def run_seed(
 
             assert config.storage_url is not None
             storage = open_storage(config.storage_url)
+        WATCH.set(Watch(lambda message: holder["sim"].violation(message)))
         try:
             sim = Simulation(config, workload_factory(), storage, deterministic=deterministic)
             holder["sim"] = sim

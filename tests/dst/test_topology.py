@@ -71,3 +71,45 @@ def test_chaos_deactivations_and_idle_evictions_happen_without_breaking_anything
     if len(dst_seeds(range(6))) > 1:
         assert totals.get("chaos_deactivation", 0) > 0 and totals.get("idle_eviction", 0) > 0
         assert totals.get("idempotency_eviction", 0) > 0
+
+
+def test_two_handlers_of_one_actor_running_at_once_in_one_process_is_a_violation() -> None:
+    """The hand-over bug of issue 13 (a second activation while the first drains), planted."""
+    import asyncio
+    import random
+    from dataclasses import dataclass
+    from typing import Any
+
+    from kelpie.actor import Actor, ActorContext
+    from kelpie.dst import Simulation, WorkloadBase
+
+    @dataclass
+    class Box:
+        value: int = 0
+
+    class Slow(Actor[Box]):
+        state_type = Box
+
+        async def nap(self, ctx: ActorContext[Box], payload: Any) -> int:
+            await asyncio.sleep(1)
+            return ctx.state.value
+
+    class TwoAtOnce(WorkloadBase):
+        name = "two-at-once"
+
+        async def setup(self, sim: Simulation) -> None:
+            sim.register("slow", Slow)
+            self.actor = sim.actor("slow", "x")
+
+        async def step(self, sim: Simulation, client: int, rng: random.Random) -> None:
+            runtime: Any = sim.processes[0].runtime
+            first = asyncio.ensure_future(sim.invoke(self.actor, "nap", process=0))
+            await asyncio.sleep(0.1)
+            runtime._mailboxes.pop(self.actor)  # the plant: the next call gets a new mailbox
+            await sim.invoke(self.actor, "nap", process=0)
+            await first
+
+    config = SimConfig(seed=0, runtimes=1, leases=False, clients=1, steps=1, chaos=False)
+    result = run_seed(TwoAtOnce, config)
+    print(result.violations)
+    assert any("two activations of one actor at once" in v for v in result.violations)
