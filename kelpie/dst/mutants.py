@@ -89,25 +89,72 @@ def locate(mutant: Mutant, root: Path | None = None) -> tuple[str, int]:
     return text, text[: text.index(mutant.original)].count("\n") + 1
 
 
-def where(mutant: Mutant) -> str:
+def where(mutant: Mutant, source: Path | None = None) -> str:
     """``file:line`` of the mutant in today's code (``?`` if it cannot be found)."""
     try:
-        _, line = locate(mutant)
+        _, line = locate(mutant, source)
     except MutantError:
         return f"{mutant.file}:?"
     return f"{mutant.file}:{line}"
 
 
-def plant(mutant: Mutant | None, dest: Path) -> Path:
-    """Copy the ``kelpie`` package into ``dest`` and apply ``mutant``; return the copy."""
+def plant(mutant: Mutant | None, dest: Path, source: Path | None = None) -> Path:
+    """Copy the ``kelpie`` package (or ``source``, a copy of it) into ``dest`` and apply
+    ``mutant``; return the copy."""
     copy = dest / "kelpie"
-    shutil.copytree(package_dir(), copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        package_dir() if source is None else source,
+        copy,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     if mutant is not None:
         text, _ = locate(mutant, copy)
         (copy / mutant.file).write_text(
             text.replace(mutant.original, mutant.replacement, 1), encoding="utf-8"
         )
     return copy
+
+
+def export_revision(rev: str, dest: Path) -> Path:
+    """The ``kelpie`` package as committed in git revision ``rev``, extracted into ``dest``.
+
+    Lets a run ignore uncommitted edits in a shared work tree.
+    """
+    repo = package_dir().parent
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", rev, "kelpie"],
+            capture_output=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        raise MutantError(
+            f"cannot export kelpie/ at revision {rev!r} from {repo}: "
+            f"{detail.decode(errors='replace').strip() or exc}"
+        ) from exc
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "kelpie"
+
+
+def describe_source(rev: str | None) -> str:
+    """Which code the run planted into: a revision, or the work tree and its state."""
+    repo = package_dir().parent
+    if rev is not None:
+        return f"kelpie/ at git revision {rev}"
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "kelpie"],
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return f"the work tree {package_dir()}"
+    state = f"{len(dirty)} uncommitted changes under kelpie/" if dirty else "clean"
+    return f"the work tree {package_dir()} (HEAD {head}, {state})"
 
 
 def find_mutants(only: str | None) -> list[Mutant]:
@@ -165,15 +212,16 @@ def run_one(
     *,
     timeout: float,
     python: str = sys.executable,
+    source: Path | None = None,
 ) -> MutantResult:
     """Plant ``mutant`` (``None``: the clean code) in a copy and run the storm on it."""
     name = "(clean)" if mutant is None else mutant.name
-    place = "-" if mutant is None else where(mutant)
+    place = "-" if mutant is None else where(mutant, source)
     description = "the unmutated code" if mutant is None else mutant.description
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kelpie-mutant-") as tmp:
         root = Path(tmp)
-        copy = plant(mutant, root)
+        copy = plant(mutant, root, source)
         out = root / "result.json"
         progress = root / "progress.txt"
         argv = [
@@ -262,20 +310,22 @@ def run_mutants(
     timeout: float = 600.0,
     clean: bool = True,
     on_done: Callable[[MutantResult], None] | None = None,
+    source: Path | None = None,
 ) -> list[MutantResult]:
     """Run the clean code (if ``clean``) and every mutant, ``jobs`` at a time.
 
     Results come back in order: the clean run first, then ``mutants``.
+    ``source`` is a copy of the package to plant into (default: this one).
     Raises ``MutantError`` before running anything if a mutant cannot be planted.
     """
     for mutant in mutants:
-        locate(mutant)
+        locate(mutant, source)
     todo: list[Mutant | None] = [None] if clean else []
     todo.extend(mutants)
     lock = threading.Lock()
 
     def work(mutant: Mutant | None) -> MutantResult:
-        result = run_one(mutant, seeds, storm, timeout=timeout)
+        result = run_one(mutant, seeds, storm, timeout=timeout, source=source)
         if on_done is not None:
             with lock:
                 on_done(result)
@@ -353,6 +403,11 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600.0, metavar="S", help="wall seconds per run (600)"
     )
     parser.add_argument("--no-clean", action="store_true", help="skip the unmutated run")
+    parser.add_argument(
+        "--rev",
+        metavar="REV",
+        help="plant into kelpie/ as committed at git revision REV (default: the work tree)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--verbose", action="store_true", help="print each run's violations in full"
@@ -369,11 +424,11 @@ def _check_storm_args(storm: Sequence[str]) -> None:
     parser.parse_args(list(storm))
 
 
-def _list(mutants: Sequence[Mutant]) -> int:
+def _list(mutants: Sequence[Mutant], source: Path | None) -> int:
     status = 0
     for mutant in mutants:
         try:
-            _, line = locate(mutant)
+            _, line = locate(mutant, source)
             place = f"{mutant.file}:{line}"
         except MutantError as exc:
             place, status = f"{mutant.file}: NOT FOUND EXACTLY ONCE", 2
@@ -393,13 +448,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MutantError as exc:
         print(f"mutants: {exc}", file=sys.stderr)
         return 2
-    if options.list:
-        return _list(mutants)
     if options.seeds < 1 or options.jobs < 1:
         print("mutants: --seeds and --jobs must be at least 1", file=sys.stderr)
         return 2
     storm = storm or list(DEFAULT_STORM)
     _check_storm_args(storm)
+    with tempfile.TemporaryDirectory(prefix="kelpie-mutant-source-") as tmp:
+        try:
+            source = None if options.rev is None else export_revision(options.rev, Path(tmp))
+        except MutantError as exc:
+            print(f"mutants: {exc}", file=sys.stderr)
+            return 2
+        if options.list:
+            return _list(mutants, source)
+        return _run(options, mutants, storm, source)
+
+
+def _run(
+    options: argparse.Namespace, mutants: list[Mutant], storm: list[str], source: Path | None
+) -> int:
     if options.seed is not None:
         seeds = [options.seed]
     else:
@@ -430,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=options.timeout,
             clean=not options.no_clean,
             on_done=progress,
+            source=source,
         )
     except MutantError as exc:
         print(f"mutants: {exc}", file=sys.stderr)
@@ -441,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if ok else 1
     print(render_table(results, len(seeds)))
     imported = next((r.imported_from for r in results if r.imported_from), "")
-    print(f"\nchild processes imported kelpie from a copy, e.g. {imported}")
+    print(f"\ncode: {describe_source(options.rev)}")
+    print(f"child processes imported kelpie from a copy, e.g. {imported}")
     print(f"storm: kelpie dst {' '.join(storm)}; {len(seeds)} seeds; wall time {wall:.1f} s")
     if options.verbose:
         for r in results:
