@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Cluster", "Topology"]
 
-_LEASES = (0.3, 0.6, 1.2)
+_LEASES = (0.25, 0.5, 1.0)
 _IDLE = (0.25, 0.5, 1.0, 2.0)
 
 
@@ -194,6 +194,13 @@ class Cluster:
             candidates = [p for p in processes if p.slot not in avoid] or processes
         return candidates[0] if len(candidates) == 1 else rng.choice(candidates)
 
+    def answering(self, process: Process, avoid: set[int]) -> bool:
+        """Whether a client would ask ``process`` now (live, not avoided, not suspected)."""
+        if process.dead or process.slot in avoid:
+            return False
+        until = self._suspects.get(process.slot)
+        return until is None or until <= asyncio.get_running_loop().time()
+
     def suspect(self, process: Process) -> None:
         """``process`` let a client time out: route around it for a while."""
         until = asyncio.get_running_loop().time() + 2 * self.sim.config.attempt_timeout
@@ -290,7 +297,7 @@ class Cluster:
         rng = self._chaos_rng
         chaos = self.topology.chaos
         while True:
-            await asyncio.sleep(rng.uniform(0.02, 0.3))
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
             self._watch_evictions()
             if not chaos:
                 continue
@@ -350,7 +357,7 @@ class Cluster:
             await asyncio.sleep(rng.uniform(*gap))
             gap = (0.2, 0.8)
             process = rng.choice(self.processes)
-            duration = rng.uniform(1.5, 3.0) * longest
+            duration = rng.uniform(1.2, 2.0) * longest
             if process.dead or process.storage.paused:
                 continue
             self.sim.count(coverage.PAUSE)

@@ -409,11 +409,11 @@ class Simulation:
             except ActorActiveElsewhereError as exc:
                 last = exc
                 owner = cluster.owner(exc.owner)
-                if owner is None:  # a dead node's lease: wait for it to expire, then take over
+                if owner is not None and cluster.answering(owner, avoid):
+                    prefer = owner
+                else:  # the owner is dead or not answering: its lease must run out first
                     prefer = process
                     await asyncio.sleep(self.topology.lease_seconds + rng.uniform(0.001, 0.02))
-                else:
-                    prefer = owner
                 continue
             except AttemptTimeoutError as exc:
                 last = exc
