@@ -427,6 +427,7 @@ class FaultyStorage(StorageWrapper):
         self.conflicts += 1
         if epoch != self.pauses:
             self.zombie_conflicts += 1
+            exc.zombie = True  # type: ignore[attr-defined]  # counted here, not by the harness
 
     async def hold_reply(self) -> None:
         """A reply that arrives while the handle is paused waits for the resume."""
