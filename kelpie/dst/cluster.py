@@ -14,8 +14,9 @@ the idle-eviction timeout; options pinned in ``SimConfig`` are used as given.
   another runtime takes its actors over; when it resumes, its stale
   activations try to commit and must be refused (zombies);
 - **chaos** deactivates random active actors at random moments, busy or not,
-  and a watcher counts the activations that ended without being asked to
-  (idle evictions).
+  and the actor of every 5th-25th call just after the call started (so the
+  stop queues behind it); a watcher counts the activations that ended without
+  being asked to (idle evictions).
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ class Cluster:
         self._seen: dict[int, set[ActorId]] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._suspects: dict[int, float] = {}
+        self.aim_at = 0
+        """With chaos: the attempt number whose actor is deactivated just after it starts."""
         for slot in range(topology.runtimes):
             self.processes.append(self.start(slot))
 
@@ -276,6 +279,8 @@ class Cluster:
         # Not any process's tasks: a crash does not stop them.
         token = PROCESS.set(None)
         try:
+            if self.topology.chaos:
+                self.aim_at = self._chaos_rng.randint(5, 25)
             if self.topology.chaos or self.topology.idle_timeout is not None:
                 self._background.append(loop.create_task(self._chaos()))
             if self.topology.pauses:
@@ -305,13 +310,27 @@ class Cluster:
             actors = process.active_actors()
             if process.dead or not actors:
                 continue
-            actor = rng.choice(actors)
-            self._asked[(process.number, actor)] += 1
-            self.sim.count(coverage.CHAOS_DEACTIVATION)
-            self.sim.trace.record("deactivate", process.number, str(actor))
-            process.context.run(
-                asyncio.get_running_loop().create_task, self._deactivate(process, actor)
-            )
+            self._deactivate_now(process, rng.choice(actors))
+
+    def aim(self, process: Process, actor: ActorId) -> None:
+        """Deactivate ``actor`` in ``process`` 0-5 ms after a call on it started (busy).
+
+        The stop then queues behind the call in flight, and the next call to
+        come must wait for that activation's end: the hand-over of issue 13, bug 1.
+        """
+        rng = self._chaos_rng
+        self.aim_at += rng.randint(5, 25)
+        loop = asyncio.get_running_loop()
+        loop.call_later(rng.uniform(0.0, 0.005), self._deactivate_now, process, actor)
+
+    def _deactivate_now(self, process: Process, actor: ActorId) -> None:
+        if process.dead or self.sim.checking:
+            return
+        self._asked[(process.number, actor)] += 1
+        self.sim.count(coverage.CHAOS_DEACTIVATION)
+        self.sim.trace.record("deactivate", process.number, str(actor))
+        loop = asyncio.get_running_loop()
+        process.context.run(loop.create_task, self._deactivate(process, actor))
 
     async def _deactivate(self, process: Process, actor: ActorId) -> None:
         deactivate = getattr(process.runtime, "deactivate", None)

@@ -249,6 +249,8 @@ class Simulation:
         self.trace.record("invoke", number, now, process.number, str(actor), operation, payload)
         if number in self._crash_points:
             self.cluster.schedule_crash()
+        if number == self.cluster.aim_at:
+            self.cluster.aim(process, actor)
         self._in_flight[actor] = self._in_flight.get(actor, 0) + 1
         if key is not None:
             self.window.start(actor, key)
