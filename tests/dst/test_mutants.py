@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from kelpie.dst.mutant_list import MUTANTS, Mutant
+from kelpie.dst.mutant_run import package_dir
 from kelpie.dst.mutants import (
     DEFAULT_STORM,
     MutantError,
     find_mutants,
     locate,
-    package_dir,
     plant,
     render_table,
     run_mutants,
