@@ -4,7 +4,7 @@
 runs the storm, draws a progress bar on stderr, prints the summary table on
 stdout and returns 1 if any seed broke an invariant (0 otherwise)::
 
-    kelpie dst --seeds 100 --workload ledger --faults all --crashes
+    kelpie dst --seeds 100 --workload mixed --faults all --crashes
     kelpie dst --seed 42                      # replay one seed exactly
     kelpie dst --seeds 10000 --start 0 --crashes --quiet   # the soak
 """
@@ -35,7 +35,10 @@ def add_dst_arguments(parser: argparse.ArgumentParser) -> None:
         "--start", type=int, default=0, metavar="S", help="first seed of --seeds (default 0)"
     )
     parser.add_argument(
-        "--workload", choices=sorted(WORKLOADS), default="ledger", help="default: ledger"
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="mixed",
+        help="default: mixed (ledger accounts and registers in one run)",
     )
     parser.add_argument(
         "--storage",
@@ -93,7 +96,11 @@ def add_dst_arguments(parser: argparse.ArgumentParser) -> None:
     )
     leases.add_argument("--no-leases", dest="leases", action="store_const", const=False)
     parser.add_argument(
-        "--lease-seconds", type=float, metavar="S", default=None, help="default: drawn per seed"
+        "--lease-seconds",
+        type=float,
+        metavar="S",
+        default=None,
+        help="lease length (default: drawn per seed, 0.5 or 1 s)",
     )
     parser.add_argument(
         "--idle-timeout",

@@ -14,7 +14,7 @@ the idle-eviction timeout; options pinned in ``SimConfig`` are used as given.
   another runtime takes its actors over; when it resumes, its stale
   activations try to commit and must be refused (zombies);
 - **chaos** deactivates random active actors at random moments, busy or not,
-  and the actor of every 10th-40th call just after the call started (so the
+  and the actor of every 20th-60th call just after the call started (so the
   stop queues behind it); a watcher counts the activations that ended without
   being asked to (idle evictions).
 """
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Cluster", "Topology"]
 
-_LEASES = (0.25, 0.5, 1.0)
-_IDLE = (0.25, 0.5, 1.0, 2.0)
+_LEASES = (0.5, 1.0)
+_IDLE = (0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ class Cluster:
         token = PROCESS.set(None)
         try:
             if self.topology.chaos:
-                self.aim_at = self._chaos_rng.randint(10, 40)
+                self.aim_at = self._chaos_rng.randint(20, 60)
             if self.topology.chaos or self.topology.idle_timeout is not None:
                 self._background.append(loop.create_task(self._chaos()))
             if self.topology.pauses:
@@ -302,7 +302,7 @@ class Cluster:
         rng = self._chaos_rng
         chaos = self.topology.chaos
         while True:
-            await asyncio.sleep(rng.uniform(0.05, 0.5))
+            await asyncio.sleep(rng.uniform(0.1, 0.8))
             self._watch_evictions()
             if not chaos:
                 continue
@@ -319,7 +319,7 @@ class Cluster:
         come must wait for that activation's end: the hand-over of issue 13, bug 1.
         """
         rng = self._chaos_rng
-        self.aim_at += rng.randint(10, 40)
+        self.aim_at += rng.randint(20, 60)
         loop = asyncio.get_running_loop()
         loop.call_later(rng.uniform(0.0, 0.005), self._deactivate_now, process, actor)
 

@@ -68,9 +68,9 @@ class SimConfig:
     leases: bool | None = None
     """Runtimes have node ids and take leases (ADR 0007); ``None``: drawn per seed."""
     lease_seconds: float | None = None
-    """The runtimes' lease length; ``None``: drawn per seed (0.1-0.4 s)."""
+    """The runtimes' lease length; ``None``: drawn per seed (0.5 or 1 s)."""
     idle_timeout: float | None = None
-    """Idle eviction after this long; ``None``: drawn per seed (0.05-0.5 s); ``0``: never."""
+    """Idle eviction after this long; ``None``: drawn per seed (0.5-2 s); ``0``: never."""
     chaos: bool = True
     """Deactivate random active actors at random moments (busy or not)."""
     pauses: bool = True

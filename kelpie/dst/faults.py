@@ -149,6 +149,13 @@ class FaultInjector:
         self._latency: dict[str, list[_Armed]] = {
             op: armed for (kind, op), armed in self._candidates.items() if kind is FaultKind.LATENCY
         }
+        # op -> what may strike before it runs (outage first), all decided by one draw.
+        self._before: dict[str, list[_Armed]] = {}
+        for kind in (FaultKind.OUTAGE, FaultKind.READ_FAIL, FaultKind.WRITE_FAIL):
+            for (k, op), specs in sorted(self._candidates.items()):
+                if k is kind:
+                    self._before.setdefault(op, []).extend(specs)
+        self._commit: dict[tuple[str, bool, bool], list[_Armed]] = {}
 
     @property
     def configured(self) -> list[str]:
@@ -158,19 +165,25 @@ class FaultInjector:
     def never_fired(self) -> list[str]:
         return [kind for kind in self.configured if self.fired[kind] == 0]
 
-    def _fires(self, kind: FaultKind, op: str) -> FaultSpec | None:
-        candidates = self._candidates.get((kind, op))
-        if candidates is None:
-            return None
+    def _pick(self, candidates: list[_Armed]) -> FaultSpec | None:
+        """One draw decides which of ``candidates`` fires, if any.
+
+        Each eligible spec owns a slice of [0, 1) as wide as its probability, in
+        order, so each fires with its own probability and at most one fires.
+        """
+        u = self.rng.random()
+        bound = 0.0
+        seen = self.ops_seen
         for armed in candidates:
             spec = armed.spec
-            if self.ops_seen <= spec.start_after:
+            if seen <= spec.start_after:
                 continue
             if spec.max_triggers is not None and armed.fired >= spec.max_triggers:
                 continue
-            if self.rng.random() < spec.probability:
+            bound += spec.probability
+            if u < bound:
                 armed.fired += 1
-                self.fired[kind] += 1
+                self.fired[spec.kind] += 1
                 return spec
         return None
 
@@ -181,9 +194,12 @@ class FaultInjector:
     def latency(self, op: str, actor: ActorId) -> float:
         """Count the operation; the delay to inject before it (0.0 for none)."""
         self.ops_seen += 1
-        if not self.enabled or op not in self._latency:
+        if not self.enabled:
             return 0.0
-        spec = self._fires(FaultKind.LATENCY, op)
+        candidates = self._latency.get(op)
+        if candidates is None:
+            return 0.0
+        spec = self._pick(candidates)
         if spec is None:
             return 0.0
         self._note(FaultKind.LATENCY, op, actor)
@@ -191,27 +207,30 @@ class FaultInjector:
 
     def check(self, op: str, actor: ActorId) -> None:
         """Raise the fault that strikes the operation now, if any: outage, read/write failure."""
-        if not self.enabled or not self._candidates:
+        if not self.enabled:
             return
+        now = 0.0
         if self._has_outage:
             now = asyncio.get_running_loop().time()
-            if now >= self._outage_until:
-                spec = self._fires(FaultKind.OUTAGE, op)
-                if spec is not None:
-                    self._note(FaultKind.OUTAGE, op, actor)
-                    self._outage_until = now + spec.duration
             if now < self._outage_until:
                 self.outage_rejections += 1
                 raise InjectedUnavailableError(
                     f"injected outage: storage unreachable ({op} {actor})"
                 )
-        if op == "get" or op == "list_keys":
-            if self._fires(FaultKind.READ_FAIL, op) is not None:
-                self._note(FaultKind.READ_FAIL, op, actor)
-                raise InjectedUnavailableError(f"injected read failure ({op} {actor})")
-        elif (op == "set" or op == "delete") and self._fires(FaultKind.WRITE_FAIL, op) is not None:
-            self._note(FaultKind.WRITE_FAIL, op, actor)
-            raise InjectedUnavailableError(f"injected write failure ({op} {actor})")
+        candidates = self._before.get(op)
+        if candidates is None:
+            return
+        spec = self._pick(candidates)
+        if spec is None:
+            return
+        kind = spec.kind
+        self._note(kind, op, actor)
+        if kind is FaultKind.OUTAGE:
+            self._outage_until = now + spec.duration
+            self.outage_rejections += 1
+            raise InjectedUnavailableError(f"injected outage: storage unreachable ({op} {actor})")
+        what = "read" if kind is FaultKind.READ_FAIL else "write"
+        raise InjectedUnavailableError(f"injected {what} failure ({op} {actor})")
 
     async def before(self, op: str, actor: ActorId) -> None:
         """Everything that strikes before an operation: latency, then ``check``."""
@@ -221,18 +240,30 @@ class FaultInjector:
         self.check(op, actor)
 
     def commit_fault(self, op: str, actor: ActorId, *, read: bool, wrote: bool) -> FaultKind | None:
-        """The commit-point fault that fires now, if any (recorded and counted)."""
+        """The commit-point fault that fires now, if any (recorded and counted).
+
+        One draw over the kinds in ``COMMIT_ORDER`` that apply: a spurious
+        conflict only to a transaction that read, storage full only to a
+        commit that writes.
+        """
         if not self.enabled or not self._candidates:
             return None
-        for kind in COMMIT_ORDER:
-            if kind is FaultKind.SPURIOUS_CONFLICT and not read:
-                continue
-            if kind is FaultKind.STORAGE_FULL and not wrote:
-                continue
-            if self._fires(kind, op) is not None:
-                self._note(kind, op, actor)
-                return kind
-        return None
+        candidates = self._commit.get((op, read, wrote))
+        if candidates is None:
+            candidates = self._commit[(op, read, wrote)] = [
+                armed
+                for kind in COMMIT_ORDER
+                if (read or kind is not FaultKind.SPURIOUS_CONFLICT)
+                and (wrote or kind is not FaultKind.STORAGE_FULL)
+                for armed in self._candidates.get((kind, op), ())
+            ]
+        if not candidates:
+            return None
+        spec = self._pick(candidates)
+        if spec is None:
+            return None
+        self._note(spec.kind, op, actor)
+        return spec.kind
 
 
 def _severed(storage: FaultyStorage, op: str, actor: ActorId) -> InjectedUnavailableError:

@@ -60,6 +60,7 @@ from kelpie.dst.process import (
     RuntimeOptions,
     task_factory,
 )
+from kelpie.dst.recorder import HistoryRecorder
 from kelpie.dst.rng import SimRandom
 from kelpie.dst.trace import Trace
 from kelpie.dst.workload import Workload, WorkloadBase
@@ -108,13 +109,9 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 _NOWHERE: frozenset[int] = frozenset()
 
 
-def _recorder_for(config: SimConfig, workload: Workload) -> Any:
+def _recorder_for(config: SimConfig, workload: Workload) -> HistoryRecorder | None:
     """A ``HistoryRecorder`` if histories are checked and the workload has models."""
     if not config.history or not getattr(workload, "models", None):
-        return None
-    try:
-        from kelpie.dst.recorder import HistoryRecorder
-    except ImportError:  # pragma: no cover - the recorder ships with kelpie.dst
         return None
     return HistoryRecorder()
 
@@ -474,7 +471,8 @@ class Simulation:
             await process.runtime.close()
         await self._count_stored()
         if self.recorder is not None:
-            for message in self.recorder.check(self.workload.models):  # type: ignore[attr-defined]
+            models = getattr(self.workload, "models", {})
+            for message in self.recorder.check(models):
                 self.violation(message)
             self.count(coverage.HISTORY_OPERATIONS, self.recorder.operations)
             self.count(coverage.HISTORY_EXHAUSTED, self.recorder.exhausted)

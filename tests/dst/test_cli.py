@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -24,7 +25,7 @@ def test_a_clean_storm_exits_zero_and_prints_the_summary(
     assert code == 0
     assert "invocations/s" in out
     assert "fault crash_after_commit" in out
-    assert "violations                 0" in out
+    assert re.search(r"^violations +0$", out, re.MULTILINE)
     assert "5/5 seeds" in err  # the progress bar
 
 
@@ -63,7 +64,7 @@ def test_pinned_topology_flags_reach_the_run_and_the_replay_commands(
     assert run_dst_command(parse(*argv)) == 0
     out, _ = capsys.readouterr()
     print(out)
-    assert "topology                   2 runtimes, leases 0.3 s, no idle eviction, pauses" in out
+    assert re.search(r"^topology +2 runtimes, leases 0.3 s, no idle eviction, pauses$", out, re.M)
 
     from kelpie.dst.harness import SimConfig
     from kelpie.dst.storm import replay_commands

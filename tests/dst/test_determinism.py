@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import SimConfig, run_seed
-from kelpie.dst.workloads import LedgerWorkload
+from kelpie.dst.workloads import WORKLOADS, LedgerWorkload
 from tests.dst.conftest import dst_seeds
 
 
@@ -70,7 +70,7 @@ def test_a_seed_replays_to_the_same_digest_in_a_new_process() -> None:
         digests.add(next(line for line in out.splitlines() if line.startswith("digest")))
     print(f"seed {seed}: {digests}")
     assert len(digests) == 1
-    assert run_seed(LedgerWorkload, config_cli(seed)).digest in next(iter(digests))
+    assert run_seed(WORKLOADS["mixed"], config_cli(seed)).digest in next(iter(digests))
 
 
 def config_cli(seed: int) -> SimConfig:

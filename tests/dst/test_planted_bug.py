@@ -95,11 +95,17 @@ def test_planted_commit_path_bug_is_caught_within_100_seeds(
 
 
 def test_without_faults_the_plant_goes_unnoticed() -> None:
-    """The control: the plant only shows under faults (so the catch above is the faults')."""
+    """The control: with one runtime and no faults the plant stays hidden.
+
+    (Two live runtimes or a paused one expose it even without injected faults:
+    the split commit's second transaction then conflicts after the first landed.)
+    """
     kind = RuntimeKind("planted", planted_runtime, KelpieInspector())
     RUNTIMES["planted"] = kind
     try:
-        config = SimConfig(seed=0, faults=FaultPlan.none(), runtime="planted")
+        config = SimConfig(
+            seed=0, faults=FaultPlan.none(), runtime="planted", runtimes=1, chaos=False
+        )
         storm = run_storm(range(5), config, "ledger")
     finally:
         del RUNTIMES["planted"]
