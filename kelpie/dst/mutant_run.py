@@ -196,8 +196,14 @@ def _classify(violation: str) -> str:
     return "invariant"
 
 
-def _short(text: str, width: int = 100) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
+def _short(text: str, width: int = 170) -> str:
+    """The first line of a violation; if it ends with ':', also the first operation of
+    the history slice below it (or else its next line)."""
+    lines = [" ".join(line.split()) for line in text.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    if line.endswith(":") and len(lines) > 1:
+        detail = next((rest for rest in lines[1:] if rest.startswith("op ")), lines[1])
+        line = f"{line} {detail}"
     return line if len(line) <= width else line[: width - 3] + "..."
 
 

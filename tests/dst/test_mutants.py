@@ -26,11 +26,12 @@ from kelpie.dst.mutants import (
 )
 
 CI_SEEDS = range(30)
-CI_MUTANTS = (
-    "result_in_slot",
-    "memory_prefix_scan_short",
-    "batcher_strands_one",
-    "idempotency_count_frozen",
+CI_MUTANTS = (  # one per area, each caught well within 30 seeds of today's storm
+    "handover_waits_for_exited_only",  # runtime: mailbox hand-over (issue 13, bug 1)
+    "no_rollback_on_error",  # runtime: memory rollback after a handler error
+    "ryw_ignores_buffered_delete",  # storage layer: read-your-writes
+    "memory_delete_off_by_one",  # memory backend: apply
+    "batcher_leader_drops_error",  # group commit: outcome routing
 )
 
 
