@@ -155,7 +155,7 @@ class Cluster:
         if not sim.kind.cluster:
             options = RuntimeOptions(invocation_timeout=sim.config.invocation_timeout)
         process = Process(number, slot, handle, node_id, lambda: factory(handle, options))
-        if isinstance(inner, MemoryStorage) and sim.config.crashes:
+        if isinstance(inner, MemoryStorage):
             inner.on_batch = lambda size, wait: self._batch_started(process, size, wait)
         for namespace, actor_cls in sim.registrations:
             process.runtime.register(namespace, actor_cls)
@@ -255,8 +255,15 @@ class Cluster:
         process.stranded.clear()
 
     def _batch_started(self, process: Process, size: int, wait: float) -> None:
-        """Now and then, crash the process while a batch of commits is being written."""
-        if size < 2 or wait <= 0 or self._batch_crash_budget <= 0:
+        """A batch is being written: it may fail whole (``batch_fail``) or crash its process.
+
+        The process crashes now and then (with ``crashes``) while a batch of two
+        or more commits is being written.
+        """
+        self.sim.injector.batch_fault(size)
+        if not self.sim.config.crashes or size < 2 or wait <= 0:
+            return
+        if self._batch_crash_budget <= 0:
             return
         if self.crash_rng.random() < BATCH_CRASH_PROBABILITY:
             self._batch_crash_budget -= 1

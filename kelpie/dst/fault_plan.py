@@ -32,6 +32,7 @@ class FaultKind(enum.StrEnum):
     OUTAGE = "outage"
     STORAGE_FULL = "storage_full"
     LOST_COMMIT = "lost_commit"
+    BATCH_FAIL = "batch_fail"
 
 
 _COMMIT_KINDS = frozenset(
@@ -50,6 +51,7 @@ _DEFAULT_OPS: dict[FaultKind, frozenset[str]] = {
     FaultKind.WRITE_FAIL: frozenset({"set", "delete"}),
     FaultKind.LATENCY: ALL_OPS,
     FaultKind.OUTAGE: ALL_OPS,
+    FaultKind.BATCH_FAIL: frozenset({"commit"}),
     **{kind: frozenset({"commit"}) for kind in _COMMIT_KINDS},
 }
 
@@ -133,6 +135,7 @@ _EVERYTHING: tuple[FaultSpec, ...] = (
     FaultSpec(FaultKind.OUTAGE, 0.002, duration=0.3),
     FaultSpec(FaultKind.STORAGE_FULL, 0.01),
     FaultSpec(FaultKind.LOST_COMMIT, 0.02),
+    FaultSpec(FaultKind.BATCH_FAIL, 0.02),
 )
 
 

@@ -38,6 +38,13 @@ one-write commit). The catalogue, with what each fault does:
     the request is lost on its way: the commit is *not* applied, and the
     caller gets ``CommitOutcomeUnknownError`` (it cannot tell this from
     ``crash_after_commit``, which applied it).
+``batch_fail`` (a group-commit batch of the memory backend; op ``commit``)
+    writing a whole batch fails (an fsync or pipeline error): none of its
+    commits is applied and every one of them gets ``StorageUnavailableError``.
+    It strikes below ``FaultyStorage``, inside the backend, so it exercises
+    how the group-commit batcher routes one failure to every caller
+    (``FaultInjector.batch_fault``; the simulator calls it from
+    ``MemoryStorage.on_batch``).
 
 Each ``FaultSpec`` has a probability, an operation filter, ``start_after`` (no
 trigger before that many operations went through the injector) and
@@ -238,6 +245,19 @@ class FaultInjector:
         if delay:
             await asyncio.sleep(delay)
         self.check(op, actor)
+
+    def batch_fault(self, size: int) -> None:
+        """Raise if writing a group-commit batch of ``size`` commits fails as a whole."""
+        if not self.enabled:
+            return
+        candidates = self._candidates.get((FaultKind.BATCH_FAIL, "commit"))
+        if candidates is None or self._pick(candidates) is None:
+            return
+        if self.trace is not None:
+            self.trace.record("fault", str(FaultKind.BATCH_FAIL), "commit", size)
+        raise InjectedUnavailableError(
+            f"injected batch failure: writing a batch of {size} commits failed; none applied"
+        )
 
     def commit_fault(self, op: str, actor: ActorId, *, read: bool, wrote: bool) -> FaultKind | None:
         """The commit-point fault that fires now, if any (recorded and counted).

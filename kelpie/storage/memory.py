@@ -165,7 +165,9 @@ class MemoryStorage(StorageBase):
         self._max_batch = max_batch
         self._commit_latency = commit_latency
         self.on_batch: Callable[[int, float], None] | None = None
-        """Simulator hook: called with (commits, wait) as a batch starts waiting."""
+        """Simulator hook: called with (commits, wait) as a batch starts waiting; if it
+        raises, writing the batch failed: nothing of it is applied and every commit
+        in it gets that error."""
         self._batcher: Batcher[_Commit, BaseException | None] | None = None
         if group_commit:
             self._batcher = Batcher(

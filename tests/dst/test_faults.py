@@ -113,6 +113,37 @@ def test_lost_commit_applies_nothing_and_reports_outcome_unknown() -> None:
     simulate(main)
 
 
+def test_batch_fail_fails_every_commit_of_the_batch_and_applies_none() -> None:
+    async def main() -> None:
+        inner = MemoryStorage(commit_latency=0.001)
+        injector = FaultInjector(
+            FaultPlan.of(FaultSpec(FaultKind.BATCH_FAIL, 1.0, start_after=0)), random.Random(0)
+        )
+        storage = FaultyStorage(inner, injector)
+        inner.on_batch = lambda size, wait: injector.batch_fault(size)
+        actors = [ActorId("acct", f"b{i}") for i in range(4)]
+
+        async def commit(actor: ActorId) -> BaseException | None:
+            try:
+                async with storage.transaction(actor) as txn:
+                    await txn.set(b"k", b"v")
+            except StorageUnavailableError as exc:
+                return exc
+            return None
+
+        outcomes = await asyncio.gather(*(commit(actor) for actor in actors))
+        assert all(isinstance(o, StorageUnavailableError) for o in outcomes), outcomes
+        assert "none applied" in str(outcomes[-1])
+        for actor in actors:
+            assert await inner.get(actor, b"k") is None
+        assert injector.fired[FaultKind.BATCH_FAIL] >= 2  # the lead's batch and the drain's
+        injector.enabled = False
+        assert await commit(actors[0]) is None
+        assert await inner.get(actors[0], b"k") == b"v"
+
+    simulate(main)
+
+
 def test_a_paused_handle_blocks_then_sends_writes_late_and_fails_reads() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
