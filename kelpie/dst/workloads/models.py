@@ -101,8 +101,8 @@ class RegisterModel:
         if operation == "put_read":
             puts = _field(payload, "puts")
             return ("put_read", puts, _field(payload, "drop"), _field(payload, "prefix"))
-        if operation == "delete":
-            return ("delete", _field(payload, "key"))
+        if operation in ("delete", "blind_delete"):
+            return (operation, _field(payload, "key"))
         if operation == "list":
             return ("list", _field(payload, "prefix"))
         if operation == "fail":
@@ -139,6 +139,12 @@ class RegisterModel:
             if output is not UNKNOWN and output != existed:
                 return None
             return (value, writes, tuple(sorted(items.items())))
+        if kind == "blind_delete":
+            if output is not UNKNOWN and output is not None:
+                return None
+            items = dict(kv)
+            items.pop(op[1], None)
+            return (value, writes, tuple(sorted(items.items())))
         if kind == "put_read":
             _, puts, drop, prefix = op
             items = dict(kv)
@@ -168,6 +174,6 @@ class RegisterModel:
         if kind == "put_read":
             _, puts, drop, prefix = op
             return f"put_read {dict(puts)} drop {drop!r} list {prefix!r} -> (read, listed) {shown}"
-        if kind in ("delete", "list"):
+        if kind in ("delete", "blind_delete", "list"):
             return f"{kind} {op[1]!r} -> {shown}"
         return f"{kind} -> {shown}"

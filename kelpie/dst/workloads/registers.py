@@ -11,6 +11,9 @@ copy of the value in KV ``v`` and a few KV keys under ``k/``. Its operations:
 - ``put_read {puts, drop, prefix}``: sets ``puts``, deletes ``drop``, reads the
   puts back and lists ``prefix`` in the same invocation (read-own-writes);
 - ``delete {key}``: returns whether the key existed, then deletes it;
+- ``blind_delete {key}``: deletes it without reading anything (half of them
+  without an idempotency key): an invocation whose only effect is a delete
+  must still commit;
 - ``list {prefix}``: the keys under ``prefix``, sorted;
 - ``fail {v}``: changes the state, writes and deletes KV, then raises
   ``RegisterFailure``: nothing may be stored and memory must be rolled back
@@ -102,6 +105,9 @@ class Register(Actor[RegisterState]):
         await ctx.kv_delete(key)
         return existed
 
+    async def blind_delete(self, ctx: ActorContext[RegisterState], payload: dict[str, Any]) -> None:
+        await ctx.kv_delete(str(payload["key"]).encode())
+
     async def fail(self, ctx: ActorContext[RegisterState], payload: dict[str, Any]) -> None:
         ctx.state.value = int(payload["v"])
         ctx.state.writes += 1
@@ -161,12 +167,13 @@ _MIX: Final = (
     (0.24, "write"),
     (0.44, "peek"),
     (0.60, "put_read"),
-    (0.70, "delete"),
+    (0.66, "delete"),
+    (0.72, "blind_delete"),
     (0.82, "list"),
     (0.90, "fail"),
     (1.00, "peek"),
 )
-_MUTATING: Final = frozenset({"write", "put_read", "delete", "fail"})
+_MUTATING: Final = frozenset({"write", "put_read", "delete", "blind_delete", "fail"})
 
 
 class RegistersWorkload(WorkloadBase):
@@ -180,6 +187,7 @@ class RegistersWorkload(WorkloadBase):
         "read_own_write",
         "delete",
         "delete_absent",
+        "blind_delete",
         "list_keys",
         "mutate_then_raise",
         "replay_compared",
@@ -241,11 +249,14 @@ class RegistersWorkload(WorkloadBase):
             payload["puts"] = {key: f"{call_id}:{key}" for key in chosen}
             payload["drop"] = rng.choice(KEYS) if rng.random() < 0.3 else None
             payload["prefix"] = rng.choice(PREFIXES)
-        elif operation == "delete":
+        elif operation in ("delete", "blind_delete"):
             payload["key"] = rng.choice(KEYS)
         elif operation == "list":
             payload["prefix"] = rng.choice(PREFIXES)
-        keyed = rng.random() < (0.95 if operation in _MUTATING else 0.2)
+        if operation == "blind_delete":
+            keyed = rng.random() < 0.5  # a key's record alone would make it commit
+        else:
+            keyed = rng.random() < (0.95 if operation in _MUTATING else 0.2)
         key = call_id if keyed and not info.replaying else None
         started, open_before = info.keyed_started, info.keyed_open
         outcome = await self._call(sim, info, operation, payload, key, rng)
@@ -290,6 +301,8 @@ class RegistersWorkload(WorkloadBase):
                 _count(sim, "list_keys")
             elif operation == "delete":
                 _count(sim, "delete" if outcome.result else "delete_absent")
+            elif operation == "blind_delete":
+                _count(sim, "blind_delete")
 
     @staticmethod
     def _others(info: _Actor, done: _Done) -> int:
