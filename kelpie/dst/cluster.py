@@ -31,6 +31,7 @@ from kelpie.actor.id import ActorId
 from kelpie.dst import coverage
 from kelpie.dst.config import BATCH_CRASH_PROBABILITY, SimConfig
 from kelpie.dst.faults import FaultyStorage
+from kelpie.dst.lease_watch import LeaseWatch
 from kelpie.dst.process import PROCESS, Process, RuntimeKind, RuntimeOptions
 from kelpie.dst.rng import SimRandom
 from kelpie.storage.memory import MemoryStorage
@@ -97,6 +98,8 @@ class Topology:
             paths.append(coverage.CONFLICT)
             if self.leases:
                 paths.append(coverage.LEASE_REDIRECT)
+                if crashes or self.pauses:
+                    paths.append(coverage.LEASE_TAKEOVER)
         if self.pauses:
             paths += [coverage.PAUSE, coverage.ZOMBIE_REJECTED]
         if self.chaos:
@@ -128,6 +131,14 @@ class Cluster:
         self._suspects: dict[int, float] = {}
         self.aim_at = 0
         """With chaos: the attempt number whose actor is deactivated just after it starts."""
+        if topology.leases and isinstance(sim.storage, MemoryStorage):
+            watch = LeaseWatch(
+                topology.lease_seconds,
+                asyncio.get_running_loop().time,
+                sim.violation,
+                sim.count,
+            )
+            sim.storage.observe_commits(watch.observe)
         for slot in range(topology.runtimes):
             self.processes.append(self.start(slot))
 

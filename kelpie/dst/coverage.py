@@ -22,6 +22,7 @@ __all__ = [
     "IDEMPOTENCY_EVICTION",
     "IDLE_EVICTION",
     "LEASE_REDIRECT",
+    "LEASE_TAKEOVER",
     "MIN_SEEDS",
     "PAUSE",
     "PROCESS_CRASH",
@@ -40,6 +41,8 @@ VERSION_CONFLICT: Final = "version_conflict"
 """The backend's version check refused a commit (another commit landed since its reads)."""
 LEASE_REDIRECT: Final = "lease_redirect"
 """A client got ``ActorActiveElsewhereError`` and went to the owner."""
+LEASE_TAKEOVER: Final = "lease_takeover"
+"""A node took a lease over from another (checked: only after the owner stopped renewing)."""
 UNKNOWN_NOT_APPLIED: Final = "unknown_not_applied"
 """``CommitOutcomeUnknownError`` for a commit that did not land (``lost_commit`` fired)."""
 PROCESS_CRASH: Final = "process_crash"

@@ -61,6 +61,8 @@ class _ActorRecords:
 @dataclass
 class _Store:
     actors: dict[ActorId, _ActorRecords] = field(default_factory=dict)
+    on_apply: Callable[[ActorId, Writes], None] | None = None
+    """Simulator hook: called with each commit's actor and writes as it is applied."""
 
     def records(self, actor: ActorId) -> _ActorRecords:
         records = self.actors.get(actor)
@@ -99,6 +101,9 @@ class _MemoryTransaction(BufferedTransaction):
         batcher = self._storage._batcher
         if batcher is None:
             _apply(self.actor, self._records, self._read_version, writes)
+            on_apply = self._storage._store.on_apply
+            if on_apply is not None:
+                on_apply(self.actor, writes)
         else:
             await batcher.submit((self.actor, self._records, self._read_version, writes))
 
@@ -189,6 +194,11 @@ class MemoryStorage(StorageBase):
             _store=self._store,
         )
 
+    def observe_commits(self, observer: Callable[[ActorId, Writes], None] | None) -> None:
+        """Call ``observer(actor, writes)`` as each commit is applied, on every handle of
+        this store (the simulator watches leases with it)."""
+        self._store.on_apply = observer
+
     @property
     def batch_stats(self) -> tuple[int, int]:
         """(batches, commits) written through group commit so far (``(0, 0)`` if off)."""
@@ -205,7 +215,13 @@ class MemoryStorage(StorageBase):
             self.on_batch(len(batch), self._commit_latency)
         if self._commit_latency > 0:
             await asyncio.sleep(self._commit_latency)  # the "fsync"; others queue meanwhile
-        return _apply_batch(batch)
+        outcomes = _apply_batch(batch)
+        on_apply = self._store.on_apply
+        if on_apply is not None:
+            for (actor, _, _, writes), outcome in zip(batch, outcomes, strict=True):
+                if outcome is None:
+                    on_apply(actor, writes)
+        return outcomes
 
     def __repr__(self) -> str:
         return f"MemoryStorage(memory://{self.name or ''})"
