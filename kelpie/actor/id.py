@@ -38,11 +38,21 @@ class ActorId:
     namespace: str
     id: str
     _encoded: bytes = field(init=False, repr=False, compare=False, hash=False)
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         ns = _checked_part("namespace", self.namespace)
         ident = _checked_part("id", self.id)
         object.__setattr__(self, "_encoded", bytes((len(ns),)) + ns + bytes((len(ident),)) + ident)
+        # Ids are dict keys on every invocation's path: hash once.
+        object.__setattr__(self, "_hash", hash((self.namespace, self.id)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[ActorId], tuple[str, str]]:
+        # Rebuilt through the constructor: str hashes differ between processes.
+        return (ActorId, (self.namespace, self.id))
 
     def encode(self) -> bytes:
         """An injective, self-delimiting byte encoding of this id.

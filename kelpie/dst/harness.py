@@ -153,6 +153,8 @@ class Simulation:
         self.recorder = _recorder_for(config, workload)
         self.topology = Topology.draw(config, self.kind)
         self._in_flight: dict[ActorId, int] = {}
+        self._checked_at: dict[ActorId, int] = {}
+        """Per actor: its commit count at its last ``check_actor``."""
         self._id_prefix = "" if deterministic else f"run{secrets.token_hex(4)}-"
         self._route_rng = self.random.stream("routing")
         self._crash_points: set[int] = set()
@@ -296,8 +298,24 @@ class Simulation:
                 self._in_flight[actor] = left
             else:
                 del self._in_flight[actor]
-                if not self.checking:
+                if not self.checking and self._changed_since_checked(actor):
                     await self.workload.check_actor(self, actor)
+
+    def _changed_since_checked(self, actor: ActorId) -> bool:
+        """Whether a commit landed on ``actor`` since its last quiet-moment check.
+
+        ``check_actor`` reads only storage, so on an unchanged actor it would
+        find what it found last time. Only the memory store counts its commits;
+        over another backend the check always runs.
+        """
+        storage = self.storage
+        if not isinstance(storage, MemoryStorage):
+            return True
+        commits = storage.commits_on(actor)
+        if self._checked_at.get(actor) == commits:
+            return False
+        self._checked_at[actor] = commits
+        return True
 
     def _note_error(self, error: BaseException, process: Process, actor: ActorId) -> None:
         if isinstance(error, TransactionConflictError):

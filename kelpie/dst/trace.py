@@ -29,8 +29,7 @@ class Trace:
         # repr of str/int/float/bytes/list/dict (insertion-ordered) is deterministic
         # and much cheaper than JSON; anything else is a programming error here.
         line = repr((kind, *fields))
-        self._hash.update(line.encode())
-        self._hash.update(b"\n")
+        self._hash.update((line + "\n").encode())
         self.count += 1
         self.recent.append(line)
 

@@ -194,6 +194,11 @@ class MemoryStorage(StorageBase):
             _store=self._store,
         )
 
+    def commits_on(self, actor: ActorId) -> int:
+        """How many commits have landed on ``actor`` in this store (0 if none)."""
+        records = self._store.actors.get(actor)
+        return 0 if records is None else records.version
+
     def observe_commits(self, observer: Callable[[ActorId, Writes], None] | None) -> None:
         """Call ``observer(actor, writes)`` as each commit is applied, on every handle of
         this store (the simulator watches leases with it)."""
