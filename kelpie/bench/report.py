@@ -76,6 +76,8 @@ def _rate(value: float) -> str:
 
 
 def _ms(value: float) -> str:
+    if 0 < value < 0.001:
+        return f"{value:.1e}"  # a raw in-memory operation: under a microsecond, not zero
     return f"{value:.3f}" if value < 100 else f"{value:.1f}"
 
 
