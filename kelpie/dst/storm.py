@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kelpie.dst import coverage
+from kelpie.dst.fault_plan import FaultKind
 from kelpie.dst.harness import SeedResult, SimConfig, Workload, run_seed
 from kelpie.dst.workloads import WORKLOADS
 
@@ -93,7 +94,12 @@ class StormResult:
 
     @property
     def configured_faults(self) -> list[str]:
-        return sorted({str(s.kind) for s in self.config.faults.specs if s.probability > 0})
+        """Fault kinds configured to fire (``batch_fail`` only over memory: it strikes
+        inside the memory backend's batch write)."""
+        kinds = {str(s.kind) for s in self.config.faults.specs if s.probability > 0}
+        if self.config.storage_url is not None:
+            kinds.discard(str(FaultKind.BATCH_FAIL))
+        return sorted(kinds)
 
     @property
     def never_fired(self) -> list[str]:
