@@ -32,6 +32,10 @@ CI_MUTANTS = (  # one per area, each caught well within 30 seeds of today's stor
     "ryw_ignores_buffered_delete",  # storage layer: read-your-writes
     "memory_delete_off_by_one",  # memory backend: apply
     "batcher_leader_drops_error",  # group commit: outcome routing
+    "batcher_failure_reported_ok",  # group commit: a whole batch failing (batch_fail)
+    "lease_expiry_ignores_renewals",  # runtime: leases (the lease watch)
+    "read_only_commit_unchecked",  # storage layer: read-only validation (issue 13, bug 2)
+    "kv_delete_not_a_write",  # context: a delete-only invocation (blind_delete)
 )
 
 
