@@ -38,14 +38,15 @@ ENV_VAR = "KELPIE_STORAGE_URL"
 CONFIG_FILE = "kelpie.toml"
 ENTRY_POINT_GROUP = "kelpie.storage"
 
-# scheme -> (import target, the extra that installs its driver)
+# scheme -> (import target, what to pip install if its driver is missing)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "memory": ("kelpie.storage.memory:open_memory", None),
+    # py-lmdb is a core dependency: missing, the installation is broken.
     "lmdb": ("kelpie.storage.lmdb:open_lmdb", "lmdb"),
-    "redis": ("kelpie.storage.redis:open_redis", "redis"),
-    "rediss": ("kelpie.storage.redis:open_redis", "redis"),
-    "unix": ("kelpie.storage.redis:open_redis", "redis"),
-    "redis+cluster": ("kelpie.storage.redis_cluster:open_redis_cluster", "redis"),
+    "redis": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
+    "rediss": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
+    "unix": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
+    "redis+cluster": ("kelpie.storage.redis_cluster:open_redis_cluster", "'kelpie[redis]'"),
 }
 _registered: dict[str, StorageFactory] = {}
 
@@ -65,12 +66,12 @@ def known_schemes() -> list[str]:
 
 
 def _load_builtin(scheme: str) -> StorageFactory:
-    target, extra = _BUILTIN[scheme]
+    target, requirement = _BUILTIN[scheme]
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f": pip install 'kelpie[{extra}]'" if extra else ""
+        hint = f": pip install {requirement}" if requirement else ""
         raise ConfigError(
             f"the {scheme}:// backend needs a package that is not installed ({exc.name}){hint}"
         ) from exc
