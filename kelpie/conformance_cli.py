@@ -4,6 +4,9 @@ The suite (``kelpie.testing.conformance``) runs under pytest with kelpie's
 plugin, exactly as ``pytest --pyargs kelpie.testing.conformance -p
 kelpie.testing.plugin --storage-url=URL`` would. Every test writes only to
 actors with fresh unique ids, so pointing it at a shared deployment is safe.
+It needs ``pip install 'kelpie[conformance]'`` (pytest, pytest-asyncio,
+Hypothesis) and leaves nothing in the current directory: no ``.pytest_cache``,
+and Hypothesis keeps its files in a temporary directory.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["conformance_pytest_args", "run_conformance"]
 
 _REQUIRED = ("pytest", "pytest_asyncio", "hypothesis")
-_INSTALL_HINT = "pip install 'kelpie[test]'"
+_INSTALL_HINT = "pip install 'kelpie[conformance]'"
 
 
 def _missing_modules() -> list[str]:
@@ -52,6 +56,27 @@ def _cannot_open(url: str) -> str | None:
         return str(exc)
     asyncio.run(storage.close())
     return None
+
+
+class _HypothesisHome:
+    """A pytest plugin object: Hypothesis writes ``.hypothesis/`` (caches,
+    examples) into the current directory by default; for this run it writes
+    into ``directory`` instead. Set at configure time, before any test runs and
+    once pytest has loaded Hypothesis' own plugin (importing Hypothesis earlier
+    would keep pytest from rewriting its asserts, with a warning)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def pytest_configure(self) -> None:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(self.directory)
+
+    def pytest_unconfigure(self) -> None:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(None)  # back to $HYPOTHESIS_STORAGE_DIRECTORY or ./
 
 
 class _Tally:
@@ -93,7 +118,9 @@ def run_conformance(url: str, extra_pytest_args: list[str]) -> int:
     import pytest
 
     tally = _Tally()
-    code = int(pytest.main(conformance_pytest_args(url, extra_pytest_args), plugins=[tally]))
+    with tempfile.TemporaryDirectory(prefix="kelpie-conformance-") as hypothesis_home:
+        plugins = [tally, _HypothesisHome(hypothesis_home)]
+        code = int(pytest.main(conformance_pytest_args(url, extra_pytest_args), plugins=plugins))
     if code == 0 and tally.failed == 0 and tally.passed > 0:
         print(f"kelpie conformance: PASS {where}: {tally.passed} passed, {tally.skipped} skipped")
         return 0

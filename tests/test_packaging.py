@@ -75,3 +75,16 @@ def test_readme_says_lmdb_needs_nothing_extra() -> None:
     assert len(rows) == 1, rows
     install = rows[0].rstrip(" |").rsplit("|", 1)[1]
     assert "pip install" not in install and "nothing extra" in install, rows[0]
+
+
+def test_the_conformance_extra_brings_exactly_what_the_suite_needs() -> None:
+    plain = _needed_with("")
+    conformance = _needed_with("conformance") - plain
+    assert conformance == {"pytest", "pytest-asyncio", "hypothesis"}, conformance
+    # kelpie[test] brings the conformance extra (and redis) through itself.
+    via_test = {str(req) for req in _requirements() if req.name.lower() == "kelpie"}
+    assert any("conformance" in req and 'extra == "test"' in req for req in via_test), via_test
+
+
+def test_readme_says_kelpie_conformance_needs_the_conformance_extra() -> None:
+    assert "pip install 'kelpie[conformance]'" in README.read_text()

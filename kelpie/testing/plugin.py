@@ -55,6 +55,7 @@ Reopen = Callable[[], Awaitable[Storage]]
 
 _URL_OPTION = "kelpie_storage_urls"
 _URL_PREFIX = "url:"
+_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +85,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="Hypothesis examples for the model-based storage test (default 100)",
     )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Run from a user's project (``pytest --pyargs kelpie.testing.conformance``),
+    # no configuration file sets pytest-asyncio's fixture loop scope, and
+    # pytest-asyncio's own pytest_configure (which runs after this one) warns
+    # with a PytestDeprecationWarning. Every fixture here is function-scoped:
+    # choose "function" unless the user's configuration chose a scope.
+    try:
+        chosen = config.getini(_LOOP_SCOPE)
+    except ValueError:  # pytest-asyncio is not loaded (-p no:asyncio)
+        return
+    if not chosen:
+        # pytest has no public setter for an ini value; its ini cache is what
+        # getini() answers from for the rest of the session.
+        config._inicache[_LOOP_SCOPE] = "function"
 
 
 def storage_urls(config: pytest.Config) -> list[str]:

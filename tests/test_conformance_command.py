@@ -1,0 +1,64 @@
+"""``kelpie conformance`` and the documented pytest form, run as a user runs them:
+in a fresh process, from a directory of the user's that holds no pytest configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+# The model-based test uses Hypothesis (the part that writes .hypothesis/);
+# a handful of examples keeps it fast.
+_MODEL_ONLY = ["-k", "TestModel", "--conformance-examples", "5"]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    print(result.stdout[-3000:], result.stderr[-3000:], sep="\n")
+    return result
+
+
+def test_kelpie_conformance_leaves_nothing_in_the_current_directory(tmp_path: Path) -> None:
+    result = _run(["-m", "kelpie.cli", "conformance", "memory://", *_MODEL_ONLY], tmp_path)
+    assert result.returncode == 0
+    assert "kelpie conformance: PASS memory://: 1 passed" in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # no .hypothesis, no cache
+
+
+def test_the_documented_pytest_form_emits_no_deprecation_warning(tmp_path: Path) -> None:
+    # Outside kelpie's repository no configuration file sets pytest-asyncio's
+    # asyncio_default_fixture_loop_scope; the plugin must choose it, or
+    # pytest-asyncio warns at configure time (an error under this -W).
+    result = _run(
+        [
+            "-m",
+            "pytest",
+            "--pyargs",
+            "kelpie.testing.conformance",
+            "-p",
+            "kelpie.testing.plugin",
+            "--storage-url=memory://",
+            "-W",
+            "error::pytest.PytestDeprecationWarning",
+            "-k",
+            "TestTransactions or TestModel",
+            "--conformance-examples",
+            "5",
+            "-p",
+            "no:cacheprovider",
+        ],
+        tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert "PytestDeprecationWarning" not in output
+    assert "is unset" not in output
+    assert "asyncio_default_fixture_loop_scope=function" in output  # pytest's header
+    assert result.returncode == 0
+    assert " passed" in result.stdout and " failed" not in result.stdout
