@@ -312,8 +312,19 @@ def _directory(parsed: StorageURL) -> str:
             f"not a host ({host!r})"
         )
     if not directory:
-        raise ConfigError("the lmdb:// URL names no directory: lmdb:///abs/dir or lmdb://./dir")
-    return os.path.abspath(directory)
+        raise ConfigError(
+            f"the lmdb:// URL {parsed.render()!r} names no directory: "
+            f"lmdb:///abs/dir or lmdb://./dir"
+        )
+    absolute = os.path.abspath(directory)
+    for candidate in (absolute, os.path.realpath(absolute)):
+        if os.path.dirname(candidate) == candidate:  # "/", "//", a link to "/"
+            raise ConfigError(
+                f"the lmdb:// URL {parsed.render()!r} names the filesystem root "
+                f"({candidate}); LMDB would put data.mdb and lock.mdb there: name a "
+                f"directory of its own, e.g. lmdb:///var/lib/kelpie or lmdb://./kelpie-data"
+            )
+    return absolute
 
 
 def _options(parsed: StorageURL, kwargs: dict[str, Any]) -> LMDBOptions:
