@@ -20,6 +20,7 @@ KelpieError
 ├── InvocationTimeoutError
 ├── ActorActiveElsewhereError          .owner: the node id to route to
 ├── MailboxFullError                   the actor's queue is full: back off
+├── IdempotencyKeyReusedError          the key already belongs to another call
 └── RuntimeClosedError
 ```
 
@@ -34,6 +35,7 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigError",
     "CorruptStateError",
+    "IdempotencyKeyReusedError",
     "InvalidActorIdError",
     "InvalidKeyError",
     "InvocationTimeoutError",
@@ -137,6 +139,14 @@ class ActorActiveElsewhereError(KelpieError):
 
 class MailboxFullError(KelpieError):
     """The actor's mailbox is full; back off and retry."""
+
+
+class IdempotencyKeyReusedError(KelpieError):
+    """The idempotency key was already used on this actor for another operation or payload.
+
+    Nothing was run or stored. Use a new key for a new call; reuse a key only
+    to retry the very same call.
+    """
 
 
 class RuntimeClosedError(KelpieError):

@@ -62,8 +62,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "result_in_slot",
         "runtime/activation.py",
-        "await txn.set(record_key, result_bytes)",
-        "await txn.set(slot, result_bytes)",
+        "await txn.set(record_key, idempotency.pack(result_bytes))",
+        "await txn.set(slot, idempotency.pack(result_bytes))",
         "the idempotency result is written to the ring slot instead of the key's "
         "record, so a retry finds no record and runs again",
         "runtime",

@@ -5,6 +5,8 @@ Every piece of work on an actor — ``on_activate``, a handler, ``on_deactivate`
 re-reads the state record to check nobody else committed since this
 activation loaded it (the fence), then lets the body read and buffer writes,
 then writes the state, the buffered KV and the idempotency record, and commits.
+A call whose idempotency key already has a record is answered from it (or
+refused, if the record was written by another call) before the body runs.
 On any failure the in-memory state is rebuilt from the last committed bytes,
 so memory and storage agree; on a storage failure the activation is dropped
 and reloads before its next invocation (ADR 0005).
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kelpie.actor.actor import Actor, overrides_hook
-from kelpie.actor.codec import StateCodec, StateRecord, decode_json, encode_json, pack_record
+from kelpie.actor.codec import StateCodec, StateRecord, encode_json, pack_record
 from kelpie.actor.context import ActorContext
 from kelpie.actor.id import ActorId
-from kelpie.actor.keys import STATE_KEY, idempotency_key, idempotency_slot_key
+from kelpie.actor.keys import STATE_KEY, idempotency_slot_key
 from kelpie.errors import (
     ActorActiveElsewhereError,
     CorruptStateError,
@@ -32,6 +34,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.runtime.deadline import within
+from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases
 from kelpie.storage.protocol import Storage, Transaction
 
@@ -153,7 +156,7 @@ class Activation:
     async def execute(
         self,
         body: Body,
-        idempotency: str | None = None,
+        idempotency: Idempotency | None = None,
         *,
         owner: str | None = None,
         force: bool = False,
@@ -181,14 +184,12 @@ class Activation:
                     f"actor {self.actor_id} was committed elsewhere since it was loaded "
                     f"(stored seq {stored_seq}, loaded {loaded.seq}); it will reload"
                 )
-            record_key = None
             if idempotency is not None:
-                record_key = idempotency_key(idempotency)
-                previous = await txn.get(record_key)
+                previous = await txn.get(idempotency.record_key)
                 if previous is not None:
                     ended = True
                     await txn.abort()
-                    return decode_json(previous)
+                    return idempotency.replay(self.actor_id, previous)
             try:
                 result = await within(self._timeout, body(ctx))
             except TimeoutError as exc:
@@ -198,7 +199,7 @@ class Activation:
             result_bytes = encode_json(result, "result")
             state_bytes = self._codec.encode(ctx.state)
             unchanged = state_bytes == loaded.state_bytes and new_owner == loaded.owner
-            if unchanged and not (ctx.wrote or force or record_key is not None):
+            if unchanged and not (ctx.wrote or force or idempotency is not None):
                 ended = True
                 if ctx.read:
                     # The handler read KV after the fence read the state: commit()
@@ -209,13 +210,14 @@ class Activation:
                     await txn.abort()  # the state alone: one version, at the fence read
                 return result
             count = loaded.idempotency_count
-            if record_key is not None:
+            if idempotency is not None:
+                record_key = idempotency.record_key
                 slot = idempotency_slot_key(count % self._window)
                 evicted = await txn.get(slot)
                 if evicted is not None:
                     await txn.delete(evicted)
                 await txn.set(slot, record_key)
-                await txn.set(record_key, result_bytes)
+                await txn.set(record_key, idempotency.pack(result_bytes))
                 count += 1
             record_bytes = pack_record(
                 loaded.seq + 1, count, self._codec.name, state_bytes, new_owner
@@ -252,7 +254,7 @@ class Activation:
             log.exception("cannot restore the state of %s; it will reload", self.actor_id)
             self._loaded = None
 
-    async def invoke(self, operation: str, payload: Any, idempotency: str | None) -> Any:
+    async def invoke(self, operation: str, payload: Any, idempotency: Idempotency | None) -> Any:
         handler = getattr(self.actor, operation)
         return await self.execute(lambda ctx: handler(ctx, payload), idempotency)
 

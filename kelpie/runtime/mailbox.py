@@ -19,6 +19,7 @@ from typing import Any
 
 from kelpie.errors import MailboxFullError
 from kelpie.runtime.activation import Activation
+from kelpie.runtime.idempotency import Idempotency
 
 __all__ = ["Mailbox"]
 
@@ -29,7 +30,7 @@ log = logging.getLogger("kelpie.runtime")
 class _Call:
     operation: str
     payload: Any
-    idempotency: str | None
+    idempotency: Idempotency | None
     reply: asyncio.Future[Any]
 
 
@@ -68,7 +69,9 @@ class Mailbox:
             self._run(), name=f"kelpie-actor-{activation.actor_id}"
         )
 
-    def submit(self, operation: str, payload: Any, idempotency: str | None) -> asyncio.Future[Any]:
+    def submit(
+        self, operation: str, payload: Any, idempotency: Idempotency | None
+    ) -> asyncio.Future[Any]:
         if len(self._items) >= self._capacity:
             raise MailboxFullError(
                 f"the mailbox of actor {self.activation.actor_id} is full "

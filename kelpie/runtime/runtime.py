@@ -18,6 +18,7 @@ from kelpie.errors import (
     UnknownOperationError,
 )
 from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
+from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases
 from kelpie.runtime.mailbox import Mailbox
 from kelpie.storage.protocol import Storage
@@ -201,10 +202,15 @@ class Runtime:
             )
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise TypeError(f"idempotency_key must be a str, got {type(idempotency_key).__name__}")
-        encode_json(payload, "payload")
+        payload_json = encode_json(payload, "payload")
+        idempotency = (
+            None
+            if idempotency_key is None
+            else Idempotency.of(idempotency_key, operation, payload_json)
+        )
         # No shield: a caller that gives up cancels only its reply future; the
         # worker skips a call not yet started and finishes one already running.
-        return await self._mailbox(actor_id, actor_cls).submit(operation, payload, idempotency_key)
+        return await self._mailbox(actor_id, actor_cls).submit(operation, payload, idempotency)
 
     async def deactivate(self, actor_id: ActorId) -> None:
         """Deactivate the actor after its queued invocations; no-op if it is not active."""
