@@ -1,4 +1,4 @@
-"""The ``kelpie`` command: ``demo``, ``conformance``, ``dst`` and ``bench``.
+"""The ``kelpie`` command: ``demo``, ``conformance``, ``dst`` and ``bench``; ``--version``.
 
 Each subcommand lives in its own module and is imported only when used.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -54,10 +55,21 @@ def _run_conformance(args: argparse.Namespace) -> int:
     return run_conformance(args.url, list(args.pytest_args))
 
 
+def version() -> str:
+    """The installed package's version (its metadata), or ``unknown`` when not installed."""
+    try:
+        return importlib.metadata.version("kelpie")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kelpie",
         description="kelpie: virtual actors whose every invocation is one storage transaction.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"kelpie {version()}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, add_name, run_name, help_text) in _COMMANDS.items():

@@ -1,5 +1,8 @@
 """``kelpie bench``: invocations/s and latency through the runtime, beside the raw client.
 
+The table goes to stdout as each figure is measured; progress goes to stderr
+(``kelpie.bench.progress``; ``--quiet``: none).
+
 Exit status: 0 when every figure was measured; 2 for a bad argument, a bad
 storage URL or a storage that fails (unreachable server, …) — one line on
 stderr, never a traceback, never a password.
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from kelpie.bench.measure import BenchOptions, Target, bench_storage, check_url, new_namespace
+from kelpie.bench.progress import BenchProgress
 from kelpie.bench.report import Row, format_header, format_row, summary_lines
 from kelpie.bench.targets import default_targets, user_targets
 from kelpie.errors import ConfigError, KelpieError
@@ -25,6 +29,8 @@ __all__ = ["add_arguments", "main", "parse_options", "run"]
 
 _MAX_CONCURRENCY = 10_000
 _MAX_KEYS = 1_000
+_MAX_SECONDS = 3600
+_TICK = 0.25  # seconds between redraws of the progress bar on a terminal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         metavar="S",
-        help="per figure and side, split into alternating slices (default 3)",
+        help="per figure and side, split into alternating slices: more than 0, at most "
+        f"{_MAX_SECONDS} (default 3)",
     )
     parser.add_argument(
         "--keys",
@@ -76,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="alternating slices per figure (default 3)",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr (the table is unchanged)"
+    )
 
 
 def _int_list(text: str, name: str, maximum: int) -> tuple[int, ...]:
@@ -90,8 +100,10 @@ def _int_list(text: str, name: str, maximum: int) -> tuple[int, ...]:
 
 def parse_options(args: argparse.Namespace) -> BenchOptions:
     """The measurement options of ``args``; ``ValueError`` with a one-line reason if bad."""
-    if not 0 < args.seconds <= 3600:
-        raise ValueError(f"--seconds must be between 0 and 3600, got {args.seconds:g}")
+    if not 0 < args.seconds <= _MAX_SECONDS:
+        raise ValueError(
+            f"--seconds must be more than 0 and at most {_MAX_SECONDS}, got {args.seconds:g}"
+        )
     if not 1 <= args.slices <= 100:
         raise ValueError(f"--slices must be between 1 and 100, got {args.slices}")
     if not 1 <= args.processes <= 64:
@@ -134,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kelpie bench: {exc}", file=sys.stderr)
         return 2
-    bench = _Bench(options)
+    bench = _Bench(options, quiet=getattr(args, "quiet", False))
     try:
         if urls:
             targets = user_targets(urls)
@@ -157,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
 class _Bench:
     """One ``kelpie bench`` run: header, streamed rows, summary and notes."""
 
-    def __init__(self, options: BenchOptions) -> None:
+    def __init__(self, options: BenchOptions, *, quiet: bool = False) -> None:
         self.options = options
+        self.quiet = quiet
+        self.progress: BenchProgress | None = None
         self.namespace = new_namespace()
         self.notes: list[str] = []
         self.current: Target | None = None
@@ -174,7 +188,33 @@ class _Bench:
         self.notes.clear()
 
     def _emit(self, row: Row) -> None:
+        if self.progress is not None:
+            self.progress.clear()
         print(format_row(row, self.options.compare_off), flush=True)
+        if self.progress is not None:
+            self.progress.end()
+
+    def _begin(self, keys: int, concurrency: int) -> None:
+        if self.progress is not None and self.current is not None:
+            self.progress.begin(self.current.label, keys, concurrency)
+
+    def _start_progress(self, targets: list[Target]) -> asyncio.Task[None] | None:
+        """Progress on stderr (unless ``--quiet``); on a terminal, a task redrawing the bar."""
+        if self.quiet:
+            return None
+        o = self.options
+        figures = len(targets) * len(o.keys) * len(o.concurrencies)
+        sides = 2 + o.compare_off  # kelpie and the raw baseline, and group commit off
+        self.progress = progress = BenchProgress(figures, o.seconds * sides)
+        if not progress.tty:
+            return None
+
+        async def redraw() -> None:
+            while True:
+                await asyncio.sleep(_TICK)
+                progress.tick()
+
+        return asyncio.get_running_loop().create_task(redraw())
 
     async def main(self, targets: list[Target]) -> int:
         for target in targets:  # a bad URL or server fails before anything is measured
@@ -185,11 +225,23 @@ class _Bench:
         self._flush_notes()
         print(flush=True)
         print(format_header(self.options.compare_off), flush=True)
-        for target in targets:
-            self.current = target
-            self.rows += await bench_storage(
-                target, self.options, namespace=self.namespace, emit=self._emit, note=self.note
-            )
+        redraw = self._start_progress(targets)
+        try:
+            for target in targets:
+                self.current = target
+                self.rows += await bench_storage(
+                    target,
+                    self.options,
+                    namespace=self.namespace,
+                    emit=self._emit,
+                    note=self.note,
+                    begin=self._begin,
+                )
+        finally:
+            if redraw is not None:
+                redraw.cancel()
+            if self.progress is not None:
+                self.progress.clear()
         self.current = None
         print()
         for line in summary_lines(self.rows):

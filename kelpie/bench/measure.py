@@ -81,8 +81,12 @@ async def bench_storage(
     namespace: str | None = None,
     emit: Callable[[Row], None] = lambda row: None,
     note: Callable[[str], None] = lambda text: None,
+    begin: Callable[[int, int], None] = lambda keys, concurrency: None,
 ) -> list[Row]:
-    """Measure ``target``; ``emit`` each row as it is done, ``note`` what was left out."""
+    """Measure ``target``; ``emit`` each row as it is done, ``note`` what was left out.
+
+    ``begin(keys, concurrency)`` is called as each figure starts (progress display).
+    """
     namespace = namespace or new_namespace()
     parsed = StorageURL.parse(target.url)
     label = target.label
@@ -110,6 +114,7 @@ async def bench_storage(
             off = _open_off(target, namespace, closers, note)
         for keys in options.keys:
             for concurrency in options.concurrencies:
+                begin(keys, concurrency)
                 sides: dict[str, Side] = {
                     "kelpie": kelpie.calls(concurrency, keys)
                     if spread is None
