@@ -19,6 +19,12 @@ cut point             Redis holds       the caller must see
 ``*_block`` and ``*_exec`` name the points of the commit, which is one call of
 the check-and-set script.)
 
+With ``commit="multi"`` (ADR 0011) the commit is a ``MULTI``/``EXEC`` block
+and a cut ``after_watch`` takes the transaction's ``WATCH`` with it: the
+commit must then report ``StorageUnavailableError`` (found before sending) or
+``CommitOutcomeUnknownError`` (sent down the dying socket), and Redis holds
+nothing. The other points are judged as in the table.
+
 Never a plain success for a commit that did not land, never a plain failure
 for one that did, never half a commit; and the next commit through the same
 storage works without help. ``ledger_through_cuts`` runs the ledger workload
@@ -55,6 +61,7 @@ _ALLOWED: dict[CutPoint, tuple[bool | None, set[str]]] = {
     CutPoint.INSIDE_BLOCK: (False, {"unavailable", "unknown"}),
     CutPoint.AFTER_EXEC: (True, {"unknown"}),
 }
+_ALLOWED_MULTI = {**_ALLOWED, CutPoint.AFTER_WATCH: (False, {"unavailable", "unknown"})}
 
 
 @dataclass
@@ -78,9 +85,17 @@ class CutReport:
 
 
 async def cut_commits(
-    redis_port: int, count: int, *, seed: int = 0, points: tuple[CutPoint, ...] = tuple(CutPoint)
+    redis_port: int,
+    count: int,
+    *,
+    seed: int = 0,
+    points: tuple[CutPoint, ...] = tuple(CutPoint),
+    commit: str = "script",
 ) -> CutReport:
-    """``count`` commits, each cut at a point drawn from ``points`` (cycled, then shuffled)."""
+    """``count`` commits, each cut at a point drawn from ``points`` (cycled, then shuffled).
+
+    ``commit``: the storage's commit mode (``script`` or ``multi``).
+    """
     rng = random.Random(seed)
     report = CutReport()
     prefix = f"cuts-{secrets.token_hex(4)}"  # a fresh key space per call
@@ -88,14 +103,17 @@ async def cut_commits(
     # Load the commit script first: a cut reply to a NOSCRIPT (nothing ran) proves nothing.
     await direct.set(ActorId("cuts", "warm-up"), b"k", b"v")
     async with TcpProxy(redis_port, seed=seed) as proxy:
-        storage = open_redis(proxy.url(), prefix=prefix, socket_timeout=10.0)
+        storage = open_redis(proxy.url(), prefix=prefix, socket_timeout=10.0, commit=commit)
+        allowed = _ALLOWED_MULTI if commit == "multi" else _ALLOWED
         try:
             schedule = [points[i % len(points)] for i in range(count)]
             rng.shuffle(schedule)
             for number, point in enumerate(schedule):
                 write_only = point != CutPoint.AFTER_WATCH and rng.random() < 0.3
                 actor = ActorId("cuts", f"a{number % 7}")
-                await _one_cut(report, proxy, storage, direct, actor, point, number, write_only)
+                await _one_cut(
+                    report, proxy, storage, direct, actor, point, number, write_only, allowed
+                )
         finally:
             await storage.close()
             await direct.close()
@@ -111,6 +129,7 @@ async def _one_cut(
     point: CutPoint,
     number: int,
     write_only: bool,
+    table: dict[CutPoint, tuple[bool | None, set[str]]],
 ) -> None:
     value = b"%d" % number
     what = f"cut #{number} at {point} ({'write-only' if write_only else 'read-write'})"
@@ -135,7 +154,7 @@ async def _one_cut(
     report.outcomes[f"{point}:{outcome}"] += 1
     landed_n = await direct.get(actor, b"n") == value
     landed_m = await direct.get(actor, b"m") == value
-    expect_landed, allowed = _ALLOWED[point]
+    expect_landed, allowed = table[point]
     if landed_n != landed_m:
         report.violations.append(f"{what}: torn commit (n landed {landed_n}, m {landed_m})")
     if outcome not in allowed:
@@ -181,8 +200,12 @@ def ledger_through_cuts(
     probability: float = 0.15,
     clients: int = 3,
     steps: int = 30,
+    commit: str = "script",
 ) -> tuple[CutReport, SeedResult]:
-    """The ledger workload through a proxy cutting commits at random points."""
+    """The ledger workload through a proxy cutting commits at random points.
+
+    ``commit``: the storage's commit mode (``script`` or ``multi``).
+    """
     report = CutReport(ledger_runs=1)
     with ThreadedProxy(redis_port, seed=seed) as proxy:
         proxy.random_cuts(probability)
@@ -192,7 +215,7 @@ def ledger_through_cuts(
             clients=clients,
             steps=steps,
             attempts=12,
-            storage_url=proxy.url(),
+            storage_url=proxy.url() + ("" if commit == "script" else f"?commit={commit}"),
             invocation_timeout=30.0,
         )
         result = run_seed(lambda: _LedgerThroughProxy(proxy, 4), config)

@@ -23,14 +23,17 @@ could apply a commit twice or hide an outage) and knows when a commit's
 bytes were handed to the socket, so it can tell "nothing was written"
 (``StorageUnavailableError``) from "it may have landed"
 (``CommitOutcomeUnknownError``).
+
+The script itself: ``kelpie.storage.redis_script``. ``commit=multi`` (or a
+server that answers the script ``NOPERM`` or "unknown command", logged once,
+then kept for the storage) commits with ``WATCH``/``MULTI``/``EXEC`` instead:
+``kelpie.storage.redis_multi`` (ADR 0011).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -58,133 +61,38 @@ from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
 from kelpie.storage.redis_errors import translate_redis_error
 from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name, lex_range
+from kelpie.storage.redis_multi import (
+    COMMIT_MODES,
+    MultiTransaction,
+    commit_expecting,
+    fall_back_to_multi,
+    refuses_scripting,
+)
 from kelpie.storage.redis_pipeline import (
-    BULK_HEADER_LIMIT,
-    BULK_HEADERS,
-    CRLF,
     Command,
     Multiplexer,
     Request,
     checkout,
     pack,
-    pack_args,
     roundtrip,
+)
+from kelpie.storage.redis_script import (
+    COMMIT_SCRIPT,
+    EVAL_HEAD,
+    EVALSHA_HEAD,
+    commit_call,
+    packed_keys,
+    parse_version,
 )
 from kelpie.storage.url import StorageURL
 
 __all__ = ["COMMIT_SCRIPT", "DEFAULT_PREFIX", "RedisStorage", "open_redis"]
 
 DEFAULT_PREFIX = "kelpie"
+
+# The names the script's tests import from here (the script moved to redis_script).
+_EVAL_HEAD, _EVALSHA_HEAD, _commit_call = EVAL_HEAD, EVALSHA_HEAD, commit_call
 _DEFAULT_PORT = 6379
-
-# -- the commit script (ADR 0008) ------------------------------------------------
-#
-# KEYS: version, data hash, index zset (one hash slot). ARGV[1]: the expected
-# version ('' = write-only, never conflicts); ARGV[2]: the number of puts;
-# then key, value per put; then the deleted keys (written with variadic
-# HSET/ZADD/HDEL/ZREM, at most 200 puts or 400 deletes per call, well inside
-# Lua's stack for unpack). The index holds exactly the data hash's fields, so
-# a chunk of puts whose HSET added no field (every key existed: an update)
-# skips its ZADD, half the server's work for a wide update while both are
-# small listpacks (a lookup there is a linear scan). Every check comes before
-# the first write, so a wrong-type key (written by something other than
-# kelpie) fails the commit with nothing applied. Answers 0 on a conflict,
-# else the new version (>= 1).
-
-COMMIT_SCRIPT = b"""
-local version = redis.call('GET', KEYS[1])
-if version and not string.match(version, '^%d+$') then
-  return redis.error_reply('WRONGTYPE the version key does not hold a version')
-end
-if ARGV[1] ~= '' and (version or '0') ~= ARGV[1] then
-  return 0
-end
-local kind = redis.call('TYPE', KEYS[2])['ok']
-if kind ~= 'none' and kind ~= 'hash' then
-  return redis.error_reply('WRONGTYPE the data key is not a hash')
-end
-kind = redis.call('TYPE', KEYS[3])['ok']
-if kind ~= 'none' and kind ~= 'zset' then
-  return redis.error_reply('WRONGTYPE the index key is not a sorted set')
-end
-local unpack = unpack or table.unpack
-local i = 3
-local left = tonumber(ARGV[2])
-while left > 0 do
-  local n = math.min(left, 200)
-  if redis.call('HSET', KEYS[2], unpack(ARGV, i, i + 2 * n - 1)) > 0 then
-    local scored = {}
-    for p = 0, n - 1 do
-      scored[2 * p + 1] = 0
-      scored[2 * p + 2] = ARGV[i + 2 * p]
-    end
-    redis.call('ZADD', KEYS[3], unpack(scored))
-  end
-  i = i + 2 * n
-  left = left - n
-end
-while i <= #ARGV do
-  local last = math.min(i + 399, #ARGV)
-  redis.call('HDEL', KEYS[2], unpack(ARGV, i, last))
-  redis.call('ZREM', KEYS[3], unpack(ARGV, i, last))
-  i = last + 1
-end
-return redis.call('INCR', KEYS[1])
-"""
-_COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT).hexdigest().encode("ascii")
-
-
-_EVALSHA_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n" + _COMMIT_SHA + b"\r\n"
-_EVAL_HEAD = b"$4\r\nEVAL\r\n$%d\r\n%b\r\n" % (len(COMMIT_SCRIPT), COMMIT_SCRIPT)
-
-
-@lru_cache(maxsize=8192)
-def _packed_keys(keys: ActorKeys) -> tuple[bytes, bytes]:
-    """``GET version``, and the ``numkeys`` and KEYS of a commit call, packed once per actor."""
-    fragment: list[bytes] = []
-    pack_args((b"3", keys.version, keys.data, keys.index), fragment)
-    return pack([(b"GET", keys.version)]), b"".join(fragment)
-
-
-def _commit_call(head: bytes, keys: ActorKeys, expected: bytes, writes: Writes) -> bytes:
-    """The packed ``EVALSHA``/``EVAL`` (``head``) of the commit script for ``writes``."""
-    # The hot loop of a wide commit: each put becomes six pieces of the final
-    # join, its length headers looked up rather than formatted (pack_args).
-    headers, limit, crlf = BULK_HEADERS, BULK_HEADER_LIMIT, CRLF
-    body: list[bytes] = []
-    extend = body.extend
-    deleted: list[bytes] = []
-    for key, value in writes.items():
-        if value is None:
-            deleted.append(key)
-            continue
-        size = len(value)
-        extend(
-            (
-                headers[len(key)] if len(key) < limit else b"$%d\r\n" % len(key),
-                key,
-                crlf,
-                headers[size] if size < limit else b"$%d\r\n" % size,
-                value,
-                crlf,
-            )
-        )
-    pack_args(deleted, body)
-    puts = len(writes) - len(deleted)
-    out = [b"*%d\r\n" % (8 + 2 * puts + len(deleted)), head, _packed_keys(keys)[1]]
-    pack_args((expected, b"%d" % puts), out)
-    out += body
-    return b"".join(out)
-
-
-def _parse_version(reply: Any) -> int:
-    """The actor's version from a ``GET version`` reply (nil = 0); raise if it is not one."""
-    if reply is None:
-        return 0
-    if isinstance(reply, bytes) and reply.isdigit():
-        return int(reply)
-    raise ValueError(f"not a version: {reply!r}")
-
 
 # -- the backend ----------------------------------------------------------------
 
@@ -209,10 +117,10 @@ class _RedisTransaction(BufferedTransaction):
         first = self._version is None
         if first:
             commands = [command, *storage._first_read_suffix(self._keys)]
-            packed = _packed_keys(self._keys)[0] + pack(commands)  # GET version first
+            packed = packed_keys(self._keys)[0] + pack(commands)  # GET version first
             request = Request(packed, 1 + len(commands), False, action)
         else:
-            packed = pack([command]) + _packed_keys(self._keys)[0]  # GET version after
+            packed = pack([command]) + packed_keys(self._keys)[0]  # GET version after
             request = Request(packed, 2, False, action)
         self._in_flight += 1
         if self._in_flight > 1:
@@ -244,7 +152,7 @@ class _RedisTransaction(BufferedTransaction):
         if isinstance(reply, rex.ResponseError):
             raise storage._translate(reply, action) from reply
         try:
-            return _parse_version(reply)
+            return parse_version(reply)
         except ValueError as exc:
             raise CorruptStateError(
                 f"the version key of {self.actor} at {storage.where} does not hold a "
@@ -322,6 +230,7 @@ class RedisStorage(StorageBase):
         secret: str | None = None,
         group_commit: bool = True,
         max_batch: int = DEFAULT_MAX_BATCH,
+        commit: str = "script",
     ) -> None:
         self.prefix = check_prefix_name(prefix)
         self._client = client
@@ -330,6 +239,18 @@ class RedisStorage(StorageBase):
         self._close_client = close_client
         self._secret = secret or self._pool.connection_kwargs.get("password")
         self._init_pipelines(group_commit, max_batch)
+        if commit not in COMMIT_MODES:
+            raise ConfigError(f"option 'commit' must be script or multi, got {commit!r}")
+        if commit == "multi" and not self._one_server:
+            raise ConfigError(f"{type(self).__name__} commits with the script only (commit=script)")
+        self.commit_mode = commit
+        """``script`` (ADR 0008) or ``multi`` (ADR 0011); ``script`` switches to ``multi``
+        for good when the server refuses scripting."""
+
+    @property
+    def _one_server(self) -> bool:
+        """True when every actor lives on ``self._pool`` (not Redis Cluster)."""
+        return type(self)._pool_for is RedisStorage._pool_for
 
     def _init_pipelines(self, group_commit: bool, max_batch: int) -> None:
         if max_batch < 1:
@@ -422,13 +343,17 @@ class RedisStorage(StorageBase):
         self, actor: ActorId, keys: ActorKeys, expected: bytes, writes: Writes
     ) -> None:
         """Run the commit script for ``writes``; raise on a conflict or a failure."""
-        packed = _commit_call(_EVALSHA_HEAD, keys, expected, writes)
+        packed = commit_call(EVALSHA_HEAD, keys, expected, writes)
         replies = await self._send(actor, Request(packed, 1, True, "committing"))
         if isinstance(replies[0], rex.NoScriptError):
             # Nothing ran; EVAL runs the script and caches it for later EVALSHAs.
-            packed = _commit_call(_EVAL_HEAD, keys, expected, writes)
+            packed = commit_call(EVAL_HEAD, keys, expected, writes)
             replies = await self._send(actor, Request(packed, 1, True, "committing"))
         result, *suffix_replies = replies
+        if refuses_scripting(result) and self._one_server:
+            fall_back_to_multi(self, result)  # nothing ran: commit this one without a script
+            await commit_expecting(self, actor, keys, expected, writes)
+            return
         if result == 0:
             raise TransactionConflictError(
                 f"another commit on {actor} landed after this transaction read it"
@@ -475,7 +400,9 @@ class RedisStorage(StorageBase):
         reply = await self._run(actor, (b"ZRANGEBYLEX", keys.index, low, high), "listing keys")
         return [bytes(key) for key in reply]
 
-    def _transaction(self, actor: ActorId) -> _RedisTransaction:
+    def _transaction(self, actor: ActorId) -> BufferedTransaction:
+        if self.commit_mode == "multi":
+            return MultiTransaction(self, actor)
         return _RedisTransaction(self, actor)
 
     async def _close_multiplexers(self) -> None:
@@ -587,7 +514,9 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
     (true: one multiplexed connection, concurrent requests share round trips;
     false: each request alone on a pooled connection), ``max_batch`` (most
     requests one round trip carries, default
-    ``kelpie.storage.group_commit.DEFAULT_MAX_BATCH``).
+    ``kelpie.storage.group_commit.DEFAULT_MAX_BATCH``), ``commit`` (``script``:
+    the check-and-set script, switching to ``multi`` for good if the server
+    refuses scripting; ``multi``: ``WATCH``/``MULTI``/``EXEC``, ADR 0011).
     """
     parsed = StorageURL.parse(url)
     scheme = parsed.scheme
@@ -598,6 +527,7 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
         known.update(_SSL_OPTIONS)
     if scheme == "unix":
         known["db"] = as_str
+    known["commit"] = as_str
     opts = merge_options(scheme, parsed.options, options, known)
     if parsed.hosts:
         raise ConfigError(
@@ -656,4 +586,5 @@ def open_redis(url: str, **options: Any) -> RedisStorage:
         secret=parsed.password,
         group_commit=common.group_commit,
         max_batch=common.max_batch,
+        commit=opts.get("commit", "script"),
     )

@@ -32,7 +32,7 @@ __all__ = [
     "url_id",
 ]
 
-BUILTIN_BACKENDS: tuple[str, ...] = ("memory", "fakeredis", "redis", "lmdb")
+BUILTIN_BACKENDS: tuple[str, ...] = ("memory", "fakeredis", "redis", "redis-multi", "lmdb")
 """The backends the suite runs against when no ``--storage-url`` is given."""
 
 
@@ -49,6 +49,7 @@ def missing_requirement(backend: str) -> str | None:
         "memory": [],
         "fakeredis": [("redis", "redis"), ("fakeredis", "fakeredis")],
         "redis": [("redis", "redis")],
+        "redis-multi": [("redis", "redis")],
         "lmdb": [("lmdb", "lmdb")],
     }
     for module, package in needs[backend]:
@@ -57,12 +58,12 @@ def missing_requirement(backend: str) -> str | None:
                 f"{backend}: the {package!r} package is not installed: pip install 'kelpie[test]'"
             )
     module_for = {"redis": "kelpie.storage.redis", "lmdb": "kelpie.storage.lmdb"}
-    if backend in ("redis", "fakeredis") and not _has_module(module_for["redis"]):
+    if backend in ("redis", "redis-multi", "fakeredis") and not _has_module(module_for["redis"]):
         return f"{backend}: kelpie.storage.redis is not available"
     if backend == "lmdb" and not _has_module(module_for["lmdb"]):
         return "lmdb: kelpie.storage.lmdb is not available"
-    if backend == "redis" and shutil.which("redis-server") is None:
-        return "redis: no redis-server executable on PATH"
+    if backend in ("redis", "redis-multi") and shutil.which("redis-server") is None:
+        return f"{backend}: no redis-server executable on PATH"
     return None
 
 
@@ -130,10 +131,12 @@ def _fakeredis_handle() -> StoreHandle:
     return StoreHandle("fakeredis", opener)
 
 
-def _redis_handle(server: RedisServer) -> StoreHandle:
-    prefix = _unique("redis")
+def _redis_handle(server: RedisServer, commit: str = "script") -> StoreHandle:
+    """A fresh prefix on the shared server; ``commit="multi"``: WATCH/MULTI/EXEC (ADR 0011)."""
+    name = "redis" if commit == "script" else f"redis-{commit}"
+    prefix = _unique(name)
     url = server.url
-    return StoreHandle("redis", lambda: open_storage(url, prefix=prefix))
+    return StoreHandle(name, lambda: open_storage(url, prefix=prefix, commit=commit))
 
 
 def _lmdb_handle(directory: Path) -> StoreHandle:
@@ -149,7 +152,7 @@ def builtin_handle(
 ) -> StoreHandle:
     """A fresh store of a built-in test backend.
 
-    ``redis_server`` is called only for the ``redis`` backend, so the shared
+    ``redis_server`` is called only for the ``redis`` backends, so the shared
     server starts on first need.
     """
     if backend == "memory":
@@ -158,6 +161,8 @@ def builtin_handle(
         return _fakeredis_handle()
     if backend == "redis":
         return _redis_handle(redis_server())
+    if backend == "redis-multi":
+        return _redis_handle(redis_server(), commit="multi")
     if backend == "lmdb":
         return _lmdb_handle(tmp_path)
     raise ValueError(f"unknown built-in test backend {backend!r}; known: {BUILTIN_BACKENDS}")
