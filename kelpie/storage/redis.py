@@ -220,6 +220,11 @@ class RedisStorage(StorageBase):
     docstring and ``kelpie.storage.redis_pipeline``.
     """
 
+    commit_mode: str = "script"
+    """``script`` (ADR 0008) or ``multi`` (ADR 0011); ``script`` switches to ``multi``
+    for good when the server refuses scripting (a class default, so subclasses that
+    do not call this ``__init__``, like Redis Cluster's, stay script-only)."""
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -244,8 +249,6 @@ class RedisStorage(StorageBase):
         if commit == "multi" and not self._one_server:
             raise ConfigError(f"{type(self).__name__} commits with the script only (commit=script)")
         self.commit_mode = commit
-        """``script`` (ADR 0008) or ``multi`` (ADR 0011); ``script`` switches to ``multi``
-        for good when the server refuses scripting."""
 
     @property
     def _one_server(self) -> bool:
