@@ -88,10 +88,23 @@ class Activation:
         self._loop = asyncio.get_running_loop()
         self.committed_at = 0.0
         """Loop time of this activation's last commit (or load)."""
+        self._retryable: BaseException | None = None
+        """The last conflict of this activation's own transaction outside a body."""
 
     @property
     def loaded(self) -> bool:
         return self._loaded is not None
+
+    def may_retry(self, exc: BaseException) -> bool:
+        """Did ``exc`` come from a conflict that left nothing stored and this activation dropped?
+
+        True only for a ``TransactionConflictError`` raised by the transaction
+        of ``execute`` outside the body: the fence, the idempotency reads, the
+        commit (or a read-only commit's validation). A body's own exceptions,
+        even conflicts it got from elsewhere, are never retryable.
+        """
+        retryable, self._retryable = self._retryable, None
+        return exc is retryable and self._loaded is None
 
     def drop(self) -> None:
         """Forget the in-memory state; the next invocation reloads it from storage."""
@@ -172,6 +185,7 @@ class Activation:
         txn = self._storage.transaction(self.actor_id)
         ctx: ActorContext[Any] = ActorContext(self.actor_id, loaded.state, txn)
         ended = False  # commit() or abort() was called: the transaction is over
+        in_body = False
         try:
             raw = await txn.get(STATE_KEY)
             if raw is not None and raw == loaded.record:
@@ -190,12 +204,14 @@ class Activation:
                     ended = True
                     await txn.abort()
                     return idempotency.replay(self.actor_id, previous)
+            in_body = True
             try:
                 result = await within(self._timeout, body(ctx))
             except TimeoutError as exc:
                 raise InvocationTimeoutError(
                     f"invocation of actor {self.actor_id} ran past {self._timeout} s"
                 ) from exc
+            in_body = False
             result_bytes = encode_json(result, "result")
             state_bytes = self._codec.encode(ctx.state)
             unchanged = state_bytes == loaded.state_bytes and new_owner == loaded.owner
@@ -230,6 +246,8 @@ class Activation:
                 await self._abort_quietly(txn)
             if isinstance(exc, StorageError):
                 self._loaded = None
+                if isinstance(exc, TransactionConflictError) and not in_body:
+                    self._retryable = exc
             else:
                 self._restore(loaded)
             raise

@@ -5,21 +5,26 @@ lighter than ``asyncio.Queue`` on this per-invocation path) drained by one
 worker task. The worker owns the actor's ``Activation``: it loads it on first
 use, runs each invocation to the end (a caller that gives up does not cancel
 a commit half-way), and when told to stop — explicitly, on close, or by the
-runtime's idle sweep — it deactivates the actor and exits.
+runtime's idle sweep — it deactivates the actor and exits. With
+``conflict_retries`` the worker also runs an invocation again after a
+conflict that stored nothing, before the next invocation starts, so the
+actor's order holds across retries (``retry.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kelpie.errors import MailboxFullError
+from kelpie.errors import MailboxFullError, TransactionConflictError
 from kelpie.runtime.activation import Activation
 from kelpie.runtime.idempotency import Idempotency
+from kelpie.runtime.retry import ConflictRetry
 
 __all__ = ["Mailbox"]
 
@@ -53,8 +58,10 @@ class Mailbox:
         capacity: int,
         after: asyncio.Task[None] | None,
         on_exit: Callable[[Mailbox], None],
+        retry: ConflictRetry | None = None,
     ) -> None:
         self.activation = activation
+        self._retry = retry
         self._items: deque[_Call | _Stop | _Renew] = deque()
         self._capacity = capacity
         self._wakeup: asyncio.Future[None] | None = None
@@ -136,9 +143,14 @@ class Mailbox:
                 if item.reply.done():
                     continue
                 try:
-                    if not activation.loaded:
-                        await activation.load()
-                    result = await activation.invoke(item.operation, item.payload, item.idempotency)
+                    if self._retry is None:
+                        if not activation.loaded:
+                            await activation.load()
+                        result = await activation.invoke(
+                            item.operation, item.payload, item.idempotency
+                        )
+                    else:
+                        result = await self._attempts(item, self._retry)
                 except BaseException as exc:
                     if not item.reply.done():
                         item.reply.set_exception(exc)
@@ -162,6 +174,28 @@ class Mailbox:
                 stop.reply.set_result(None)
         finally:
             self._fail_leftovers()
+
+    async def _attempts(self, item: _Call, retry: ConflictRetry) -> Any:
+        """Run ``item``, again after a conflict that stored nothing (see ``retry.py``).
+
+        Each attempt's handler gets its own copy of the payload, so a retry
+        sees it as the caller sent it even if an earlier attempt changed it.
+        """
+        activation = self.activation
+        attempt = 0
+        while True:
+            try:
+                if not activation.loaded:
+                    await activation.load()
+                payload = copy.deepcopy(item.payload)
+                return await activation.invoke(item.operation, payload, item.idempotency)
+            except TransactionConflictError as exc:
+                if not activation.may_retry(exc) or attempt >= retry.retries:
+                    raise
+                attempt += 1
+                await asyncio.sleep(retry.delay(attempt))
+                if item.reply.done():  # the caller gave up meanwhile: nothing was stored
+                    raise
 
     def _fail_leftovers(self) -> None:
         # Nothing can be queued after stopping is set, but a put may race an idle exit.

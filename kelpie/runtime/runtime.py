@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,6 +22,7 @@ from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases
 from kelpie.runtime.mailbox import Mailbox
+from kelpie.runtime.retry import ConflictRetry
 from kelpie.storage.protocol import Storage
 
 __all__ = ["Runtime"]
@@ -48,6 +50,12 @@ class Runtime:
     Invocations of one actor run one at a time in arrival order; different
     actors run concurrently. ``close()`` drains in-flight invocations and
     deactivates every actor; it does not close the storage it was given.
+
+    ``conflict_retries=N`` runs an invocation up to N more times when its
+    commit conflicted before anything of it was stored, after a jittered delay
+    drawn from ``rng`` (a private ``random.Random()`` if none is given) and
+    waited on the event loop's clock; the default 0 hands every conflict to
+    the caller.
     """
 
     def __init__(
@@ -61,6 +69,8 @@ class Runtime:
         mailbox_size: int = 1024,
         codec: StateCodec | None = None,
         idempotency_window: int = IDEMPOTENCY_WINDOW,
+        conflict_retries: int = 0,
+        rng: random.Random | None = None,
     ) -> None:
         self.storage = storage
         self.invocation_timeout = _positive("invocation_timeout", invocation_timeout)
@@ -81,6 +91,21 @@ class Runtime:
             )
         self.idempotency_window = idempotency_window
         """How many of each actor's most recent idempotency keys are remembered."""
+        if (
+            isinstance(conflict_retries, bool)
+            or not isinstance(conflict_retries, int)
+            or conflict_retries < 0
+        ):
+            raise ConfigError(f"conflict_retries must be an int >= 0, got {conflict_retries!r}")
+        if rng is not None and not isinstance(rng, random.Random):
+            raise ConfigError(f"rng must be a random.Random, got {type(rng).__name__}")
+        self.conflict_retries = conflict_retries
+        """How many times an invocation whose commit conflicted runs again (``retry.py``)."""
+        self._retry = (
+            ConflictRetry(conflict_retries, rng if rng is not None else random.Random())
+            if conflict_retries > 0
+            else None
+        )
         if node_id is not None and (
             not isinstance(node_id, str) or not 0 < len(node_id.encode("utf-8", "replace")) < 256
         ):
@@ -128,6 +153,7 @@ class Runtime:
             capacity=self.mailbox_size,
             after=after,
             on_exit=self._on_exit,
+            retry=self._retry,
         )
         self._mailboxes[actor_id] = mailbox
         if self._sweeper is None:
