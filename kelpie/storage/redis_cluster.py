@@ -10,6 +10,8 @@ This module only adds the routing:
 
 - a slot map built from ``CLUSTER SLOTS`` (asked of any reachable node, seeds
   first time) and one no-retry connection pool per node;
+- a server that answers ``CLUSTER SLOTS`` with "cluster support disabled" (a
+  plain Redis, not a cluster node) is a ``ConfigError``: retrying cannot help;
 - ``MOVED``/``ASK``/``CLUSTERDOWN``/``TRYAGAIN``/``READONLY``, a refused or
   broken connection: the map is marked stale (refreshed before the next
   operation) and the caller gets ``StorageUnavailableError`` — or
@@ -54,6 +56,13 @@ _CLUSTER_SLOTS = pack([(b"CLUSTER", b"SLOTS")])
 
 Address = tuple[str, int]
 
+# What a server without cluster mode answers to CLUSTER SLOTS
+# ("ERR This instance has cluster support disabled").
+_CLUSTER_DISABLED = "cluster support disabled"
+
+# Failures to load the slot map that retrying cannot cure: the storage URL is wrong.
+_CREDENTIAL_ERRORS = (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError)
+
 # Replies and failures after which the slot map may be wrong: refresh it.
 _TOPOLOGY_ERRORS = (
     rex.AskError,  # MOVED is a subclass
@@ -65,6 +74,16 @@ _TOPOLOGY_ERRORS = (
     OSError,
     EOFError,
 )
+
+
+class _NotInClusterModeError(rex.RedisError):
+    """A seed is a plain Redis server: it answered CLUSTER SLOTS with "cluster support
+    disabled". Raised by the slot-map refresh, translated into a ``ConfigError``."""
+
+    def __init__(self, address: Address, answer: str) -> None:
+        super().__init__(f"{address[0]}:{address[1]} answered CLUSTER SLOTS with {answer!r}")
+        self.address = address
+        self.answer = answer
 
 
 class RedisClusterStorage(RedisStorage):
@@ -97,6 +116,7 @@ class RedisClusterStorage(RedisStorage):
         self.where = description
         self._secret = secret
         self._close_client = True
+        self.commit_mode = "script"  # one check-and-set script per commit (ADR 0008)
         self._seeds: tuple[Address, ...] = tuple(seeds)
         self._connection_kwargs = dict(connection_kwargs)
         self._max_connections = max_connections
@@ -159,11 +179,14 @@ class RedisClusterStorage(RedisStorage):
             if not self._stale and self._slots is not None:
                 return  # another task refreshed it while this one waited
             last: BaseException | None = None
+            not_cluster: _NotInClusterModeError | None = None
             for address in list(self._known):
                 try:
                     reply = await self._ask_slots(address)
                 except (rex.RedisError, OSError, EOFError, TimeoutError) as exc:
                     reply = exc
+                if isinstance(reply, rex.ResponseError) and _CLUSTER_DISABLED in str(reply):
+                    not_cluster = not_cluster or _NotInClusterModeError(address, str(reply))
                 if isinstance(reply, BaseException) or not isinstance(reply, list):
                     last = reply if isinstance(reply, BaseException) else None
                     # Ask a node that failed last next time (a paused node costs a timeout).
@@ -175,6 +198,12 @@ class RedisClusterStorage(RedisStorage):
                 self._stale = False
                 self.refreshes += 1
                 return
+            # Nothing to route by. A node that is no cluster node, or credentials
+            # the nodes reject, will not cure themselves: say so, not "retry".
+            if not_cluster is not None:
+                raise not_cluster
+            if isinstance(last, _CREDENTIAL_ERRORS):
+                raise last
             raise rex.ConnectionError(f"no cluster node answered CLUSTER SLOTS (last: {last!r})")
 
     async def _ask_slots(self, address: Address) -> Any:
@@ -212,6 +241,14 @@ class RedisClusterStorage(RedisStorage):
     # -- errors and WAIT -----------------------------------------------------------
 
     def _translate(self, exc: BaseException, action: str, *, sent: bool = False) -> Exception:
+        if isinstance(exc, _NotInClusterModeError):
+            host, port = exc.address
+            answer = exc.answer.replace(self._secret, "***") if self._secret else exc.answer
+            return ConfigError(
+                f"server {host}:{port} of {self.where} is not in cluster mode (it answered "
+                f"CLUSTER SLOTS with {answer!r}) while {action}: a redis+cluster:// URL names "
+                f"nodes of a Redis Cluster; for one server use redis://{host}:{port}"
+            )
         if isinstance(exc, _TOPOLOGY_ERRORS):
             self._stale = True
         if isinstance(exc, rex.AskError):
@@ -287,11 +324,13 @@ _OPTIONS = {**COMMON_OPTIONS, "wait_replicas": as_int, "wait_timeout_ms": as_int
 
 
 def _describe(parsed: StorageURL, seeds: Sequence[Address]) -> str:
+    """The URL for messages: every seed with its port, the query, never the password."""
     auth = ""
     if parsed.username is not None or parsed.password is not None:
         auth = (parsed.username or "") + (":***" if parsed.password is not None else "") + "@"
     hosts = ",".join(f"{host}:{port}" for host, port in seeds)
-    return f"{parsed.scheme}://{auth}{hosts}"
+    query = "&".join(f"{name}={value}" for name, value in parsed.query)
+    return f"{parsed.scheme}://{auth}{hosts}" + (f"?{query}" if query else "")
 
 
 def open_redis_cluster(url: str, **options: Any) -> RedisClusterStorage:
