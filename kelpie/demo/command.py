@@ -24,8 +24,9 @@ from kelpie.demo.bank import (
 )
 from kelpie.demo.check import Audit, Invariant, audit, check, half_done_transfers
 from kelpie.demo.client import BankClient, GaveUpError, Operation, make_operations
+from kelpie.demo.faults import SeededFaults
 from kelpie.demo.progress import Progress
-from kelpie.dst.faults import FaultInjector, FaultKind, FaultPlan, FaultSpec, FaultyStorage
+from kelpie.dst.faults import FaultKind, FaultPlan, FaultSpec, FaultyStorage
 from kelpie.errors import ConfigError, KelpieError
 from kelpie.runtime.runtime import Runtime
 from kelpie.storage.protocol import Storage
@@ -54,10 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'applied but the reply was lost' and 'conflict'; reads fail at P/4 (default 0.05)",
     )
     parser.add_argument(
-        "--seed", type=int, help="seed of the operations and faults (default: random)"
+        "--seed",
+        type=int,
+        help="seed of the operations and of the faults each one meets: a run on a fresh store "
+        "repeats exactly (default: random)",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=8, metavar="N", help="operations in flight (default 8)"
+        "--concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="operations in flight (default 8); those of one account run in order",
     )
 
 
@@ -119,12 +127,13 @@ class _Demo:
         self.seed = seed
         self.concurrency = 8
         self.out: TextIO = sys.stdout
-        self.injector = FaultInjector(fault_plan(rate), random.Random(f"kelpie-demo/{seed}"))
+        self.injector = SeededFaults(fault_plan(rate), f"kelpie-demo/{seed}")
         self.elapsed = 0.0
         self.problems: list[str] = []
 
     def _runtime(self, storage: Storage) -> Runtime:
-        runtime = Runtime(storage)
+        # No idle eviction: an actor reloaded after a quiet spell would shift its fault stream.
+        runtime = Runtime(storage, idle_timeout=None)
         runtime.register(ACCOUNT_NAMESPACE, AccountActor)
         runtime.register(LEDGER_ID.namespace, LedgerActor)
         return runtime
@@ -183,8 +192,16 @@ class _Demo:
         await self._record(client, run)
 
     async def _drive(self, client: BankClient, operations: list[Operation]) -> None:
+        """Run ``operations`` with ``concurrency`` in flight, those of one account in order.
+
+        Each account sees its operations in the order they were generated, whatever
+        the timing: balances, refusals and each actor's storage operations (hence the
+        faults that strike them, ``SeededFaults``) are the same in every run of a seed.
+        """
         progress = Progress(len(operations))
         pending = iter(operations)
+        loop = asyncio.get_running_loop()
+        last: dict[int, asyncio.Future[None]] = {}  # account -> its latest operation's end
         done = 0
 
         async def worker() -> None:
@@ -192,11 +209,22 @@ class _Demo:
             for op in pending:
                 if self.problems:
                     return
+                accounts = {op.account} if op.peer is None else {op.account, op.peer}
+                before = [last[a] for a in sorted(accounts) if a in last]
+                finished: asyncio.Future[None] = loop.create_future()
+                for account in accounts:
+                    last[account] = finished
                 try:
+                    for earlier in before:
+                        await earlier
+                    if self.problems:
+                        return
                     await client.perform(op)
                 except GaveUpError as exc:
                     self.problems.append(str(exc))
                     return
+                finally:
+                    finished.set_result(None)
                 done += 1
                 retries = sum(client.retries.values())
                 progress.update(done, f"{retries:,} retries")

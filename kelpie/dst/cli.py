@@ -154,7 +154,7 @@ class _Progress:
         bar = "#" * filled + "-" * (width - filled)
         prefix = "\r" if tty else ""
         self.stream.write(
-            f"{prefix}[{bar}] {self.done}/{self.total} seeds, {self.failed} failing, "
+            f"{prefix}[{bar}] {self.done:,}/{self.total:,} seeds, {self.failed:,} failing, "
             f"seed {result.seed}  "
         )
         if self.done == self.total or not tty:

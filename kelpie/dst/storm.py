@@ -5,13 +5,14 @@ independent), counts invocations, faults fired by type and coverage paths
 taken, lists the configured faults that never fired and the required paths
 never taken (either proves nothing: a storm of ``coverage.MIN_SEEDS`` seeds
 or more fails on a required path never taken), and turns each failing seed
-into replay commands.
+into what replays it (``kelpie.dst.replay``): a ``kelpie dst`` command for a
+built-in workload, the Python call ``run_seed(...)`` for a workload of your own.
+Every count in the summary is written with thousands separators.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,48 +21,10 @@ from dataclasses import dataclass, field
 from kelpie.dst import coverage
 from kelpie.dst.fault_plan import FaultKind
 from kelpie.dst.harness import SeedResult, SimConfig, Workload, run_seed
+from kelpie.dst.replay import replay_commands, replays_in_python
 from kelpie.dst.workloads import WORKLOADS
 
 __all__ = ["StormResult", "replay_commands", "run_storm"]
-
-
-def replay_commands(
-    seed: int, config: SimConfig, workload: str, *, pytest_target: str = "tests/dst"
-) -> list[str]:
-    """The commands that replay ``seed`` exactly: the CLI (built-in workloads), and pytest."""
-    pytest_cmd = f"KELPIE_DST_SEED={seed} pytest {pytest_target}"
-    if workload not in WORKLOADS or config.invariants:
-        return [pytest_cmd]
-    cli = ["kelpie", "dst", "--seed", str(seed), "--workload", workload]
-    cli += ["--faults", config.faults.describe()]
-    if config.crashes:
-        cli.append("--crashes")
-    if not config.group_commit:
-        cli.append("--no-group-commit")
-    if config.commit_latency is not None:
-        cli += ["--commit-latency", repr(config.commit_latency)]
-    if config.runtime != "kelpie":
-        cli += ["--runtime", config.runtime]
-    if config.runtimes is not None:
-        cli += ["--runtimes", str(config.runtimes)]
-    if config.leases is not None:
-        cli.append("--leases" if config.leases else "--no-leases")
-    if config.lease_seconds is not None:
-        cli += ["--lease-seconds", repr(config.lease_seconds)]
-    if config.idle_timeout is not None:
-        cli += ["--idle-timeout", repr(config.idle_timeout)]
-    if not config.chaos:
-        cli.append("--no-chaos")
-    if not config.pauses:
-        cli.append("--no-pauses")
-    if not config.history:
-        cli.append("--no-history")
-    if config.idempotency_window != SimConfig.idempotency_window:
-        cli += ["--idempotency-window", str(config.idempotency_window)]
-    if config.storage_url is not None:
-        cli += ["--storage", config.storage_url]
-    cli += ["--clients", str(config.clients), "--steps", str(config.steps)]
-    return [" ".join(shlex.quote(part) for part in cli), pytest_cmd]
 
 
 @dataclass
@@ -72,6 +35,8 @@ class StormResult:
     config: SimConfig
     results: list[SeedResult] = field(default_factory=list)
     wall_time: float = 0.0
+    factory: Callable[[], Workload] | None = None
+    """The workload's factory when ``run_storm`` was given one (its replays name it)."""
 
     @property
     def seeds(self) -> int:
@@ -152,42 +117,44 @@ class StormResult:
         rows: list[tuple[str, str]] = [
             ("workload", f"{self.workload} (runtime: {self.config.runtime})"),
             ("storage", self.config.storage_url or "memory:// (virtual time)"),
-            ("seeds", str(self.seeds)),
-            ("invocations", str(self.invocations)),
+            ("seeds", f"{self.seeds:,}"),
+            ("invocations", f"{self.invocations:,}"),
             ("invocations/s", f"{self.invocations_per_second:,.0f}"),
-            ("acknowledged", str(sum(r.acknowledged for r in self.results))),
-            ("given up", str(sum(r.gave_up for r in self.results))),
-            ("process crashes", str(self.crashes)),
-            ("crashes mid-batch", str(self.batch_crashes)),
+            ("acknowledged", f"{sum(r.acknowledged for r in self.results):,}"),
+            ("given up", f"{sum(r.gave_up for r in self.results):,}"),
+            ("process crashes", f"{self.crashes:,}"),
+            ("crashes mid-batch", f"{self.batch_crashes:,}"),
             ("wall time", f"{self.wall_time:.2f} s"),
         ]
         if self.seeds == 1:
             rows.append(("topology", self.results[0].topology))
         fired = self.faults
         for kind in sorted(set(self.configured_faults) | set(fired)):
-            rows.append((f"fault {kind}", str(fired.get(kind, 0))))
+            rows.append((f"fault {kind}", f"{fired.get(kind, 0):,}"))
         rows.append(("never fired", ", ".join(self.never_fired) or "-"))
         required = set(self.required)
         for path, total in self.coverage.items():
-            rows.append((f"path {path}" + (" *" if path in required else ""), str(total)))
+            rows.append((f"path {path}" + (" *" if path in required else ""), f"{total:,}"))
         rows.append(("paths never taken", ", ".join(self.never_taken) or "-"))
-        rows.append(("violations", str(self.violations)))
-        rows.append(("failing seeds", str(len(self.failing))))
+        rows.append(("violations", f"{self.violations:,}"))
+        rows.append(("failing seeds", f"{len(self.failing):,}"))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+        workload = self.factory or self.workload
+        python = replays_in_python(self.config, workload)
         for result in self.failing[:max_failures]:
             lines.append("")
             lines.append(
-                f"seed {result.seed} FAILED ({result.violation_count} violations; "
+                f"seed {result.seed} FAILED ({_plural(result.violation_count, 'violation')}; "
                 f"{result.topology}):"
             )
             lines.extend(f"  - {v.splitlines()[0]}" for v in result.violations[:3])
-            lines.append("  replay:")
+            lines.append("  replay (Python):" if python else "  replay:")
             lines.extend(
-                f"    {cmd}" for cmd in replay_commands(result.seed, self.config, self.workload)
+                f"    {line}" for line in replay_commands(result.seed, self.config, workload)
             )
         if len(self.failing) > max_failures:
-            lines.append(f"... and {len(self.failing) - max_failures} more failing seeds")
+            lines.append(f"... and {len(self.failing) - max_failures:,} more failing seeds")
         return "\n".join(lines)
 
 
@@ -206,7 +173,7 @@ def run_storm(
     else:
         factory = workload
         name = getattr(workload, "name", getattr(workload, "__name__", "custom"))
-    storm = StormResult(name, config)
+    storm = StormResult(name, config, factory=factory)
     started = time.perf_counter()
     for seed in seeds:
         result = run_seed(factory, dataclasses.replace(config, seed=seed))
@@ -217,3 +184,7 @@ def run_storm(
             break
     storm.wall_time = time.perf_counter() - started
     return storm
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
