@@ -186,6 +186,7 @@ class Activation:
         ctx: ActorContext[Any] = ActorContext(self.actor_id, loaded.state, txn)
         ended = False  # commit() or abort() was called: the transaction is over
         in_body = False
+        self._retryable = None
         try:
             raw = await txn.get(STATE_KEY)
             if raw is not None and raw == loaded.record:

@@ -86,6 +86,7 @@ class _ConflictingTransaction(TransactionWrapper):
     async def commit(self) -> None:
         self.ended = True
         self._owner.commits += 1
+        self._owner.attempted.set()
         if self._owner.conflicts_left > 0:
             self._owner.conflicts_left -= 1
             await self.inner.abort()
@@ -100,6 +101,8 @@ class ConflictingStorage(StorageWrapper):
         super().__init__(inner)
         self.conflicts_left = conflicts
         self.commits = 0
+        self.attempted = asyncio.Event()
+        """Set at the first commit."""
 
     def transaction(self, actor: ActorId) -> Transaction:
         return _ConflictingTransaction(self, self.inner.transaction(actor))
@@ -216,6 +219,24 @@ async def test_retries_keep_the_actors_one_at_a_time_order(storage: Storage) -> 
         ]
         assert await asyncio.gather(*calls) == [1, 11, 111]
         assert handler_runs == ["add"] * 4  # the first ran twice, before the others
+    finally:
+        await runtime.close()
+
+
+async def test_a_caller_that_gives_up_stops_the_retries(storage: Storage) -> None:
+    conflicting = ConflictingStorage(storage, conflicts=10**9)
+    runtime, rng = tally_runtime(conflicting, retries=5, seed=12)
+    actor = ActorId("tally", "gives-up")
+    try:
+        call = asyncio.create_task(runtime.invoke(actor, "add", {"amount": 1}))
+        await conflicting.attempted.wait()
+        call.cancel()  # during the first backoff
+        await asyncio.sleep(BACKOFF_CAP * 2)
+        assert call.cancelled()
+        assert conflicting.commits == 1
+        assert len(rng.draws) == 1
+        conflicting.conflicts_left = 0
+        assert await runtime.invoke(actor, "add", {"amount": 2}) == 2
     finally:
         await runtime.close()
 
