@@ -129,9 +129,15 @@ async def test_read_only_validation_sees_a_later_commit(multi: RedisStorage) -> 
         await txn.commit()
 
 
-async def test_abort_gives_the_connection_back_unwatched(server: RedisServer) -> None:
-    # One pooled connection for the group-commit writes, one for transactions that read.
-    async with open_redis(server.url, commit="multi", max_connections=2, pool_timeout=2.0) as store:
+@pytest.mark.parametrize("max_connections", [2, 5])
+async def test_abort_gives_the_connection_back_unwatched(
+    server: RedisServer, max_connections: int
+) -> None:
+    # One pooled connection for the group-commit writes, the others for transactions
+    # that read, kept idle by the storage between them (up to half the pool).
+    async with open_redis(
+        server.url, commit="multi", max_connections=max_connections, pool_timeout=2.0
+    ) as store:
         for round_ in range(5):
             async with store.transaction(ALICE) as txn:
                 await txn.get(b"a")

@@ -63,6 +63,7 @@ from kelpie.storage.redis_errors import translate_redis_error
 from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name, lex_range
 from kelpie.storage.redis_multi import (
     COMMIT_MODES,
+    Dedicated,
     MultiTransaction,
     commit_expecting,
     fall_back_to_multi,
@@ -221,6 +222,7 @@ class RedisStorage(StorageBase):
     """
 
     commit_mode: str = "script"
+    _dedicated: Dedicated | None = None  # multi mode's connections for reading transactions
     """``script`` (ADR 0008) or ``multi`` (ADR 0011); ``script`` switches to ``multi``
     for good when the server refuses scripting (a class default, so subclasses that
     do not call this ``__init__``, like Redis Cluster's, stay script-only)."""
@@ -417,6 +419,8 @@ class RedisStorage(StorageBase):
     async def _close(self) -> None:
         try:
             await self._close_multiplexers()
+            if self._dedicated is not None:
+                await self._dedicated.close()
             if not self._close_client:
                 return
             await self._client.aclose()
