@@ -3,9 +3,15 @@ in a fresh process, from a directory of the user's that holds no pytest configur
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kelpie.conformance_cli import run_conformance
 
 # The model-based test uses Hypothesis (the part that writes .hypothesis/);
 # a handful of examples keeps it fast.
@@ -62,3 +68,17 @@ def test_the_documented_pytest_form_emits_no_deprecation_warning(tmp_path: Path)
     assert "asyncio_default_fixture_loop_scope=function" in output  # pytest's header
     assert result.returncode == 0
     assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def test_a_missing_test_package_names_the_conformance_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def without_hypothesis(name: str, *args: Any) -> Any:
+        return None if name == "hypothesis" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_hypothesis)
+    assert run_conformance("memory://", []) == 2
+    err = capsys.readouterr().err
+    assert "needs hypothesis" in err and "pip install 'kelpie[conformance]'" in err, err
