@@ -7,6 +7,7 @@ import pytest
 from kelpie import ActorId, CorruptStateError, IdempotencyKeyReusedError, Runtime, Storage
 from kelpie import errors as errors_module
 from kelpie.actor.keys import idempotency_key, user_key
+from kelpie.testing.plugin import ActorFactory
 
 
 async def records(storage: Storage, actor: ActorId) -> dict[bytes, bytes | None]:
@@ -34,9 +35,9 @@ async def test_same_key_and_same_call_replays_the_first_result(
     ids=["other-payload", "other-operation", "payload-with-one-more-field"],
 )
 async def test_same_key_for_another_call_raises_and_changes_nothing(
-    storage: Storage, runtime: Runtime, operation: str, payload: object
+    storage: Storage, runtime: Runtime, operation: str, payload: object, new_actor: ActorFactory
 ) -> None:
-    actor = ActorId("account", f"idem-reused-{operation}")
+    actor = new_actor("idem-reused", namespace="account")  # one per case: stores are shared
     assert await runtime.invoke(actor, "deposit", {"amount": 100}, idempotency_key="op") == 100
     before = await records(storage, actor)
     with pytest.raises(IdempotencyKeyReusedError, match=r"'op'.*account/idem-reused"):
