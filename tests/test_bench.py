@@ -247,9 +247,9 @@ def test_cli_without_storage_measures_memory_lmdb_and_a_private_redis(
 ) -> None:
     code, out, err = _bench(capsys, "--concurrency", "1,2")
     assert code == 0, err
-    rows = _table(out, {"memory", "lmdb", "redis"})
+    rows = _table(out, {"memory", "lmdb", "redis", "redis-multi"})
     assert [(cells[0], cells[2]) for cells in rows] == [
-        (backend, n) for backend in ("memory", "lmdb", "redis") for n in ("1", "2")
+        (backend, n) for backend in ("memory", "lmdb", "redis", "redis-multi") for n in ("1", "2")
     ]
     _assert_sane_rows(rows)
 

@@ -42,7 +42,7 @@ class Row:
 
 # (title, width); the first column is left-aligned, the others right-aligned
 _COLUMNS = [
-    ("backend", 8),
+    ("backend", 11),
     ("keys", 5),
     ("actors", 6),
     ("inv/s", 9),

@@ -2,7 +2,9 @@
 
 ``memory://``, LMDB in a temporary directory (``sync`` on, its durable
 default) and, if ``redis-server`` is on ``PATH``, Redis on a private server
-on a free loopback port (no persistence: ``appendonly no``). Everything is
+on a free loopback port (no persistence: ``appendonly no``), measured twice:
+``redis`` (the check-and-set script, ADR 0008) and ``redis-multi``
+(``?commit=multi``: ``WATCH``/``MULTI``/``EXEC``, ADR 0011). Everything is
 removed on exit.
 """
 
@@ -39,6 +41,7 @@ def default_targets(note: Callable[[str], None]) -> Iterator[list[Target]]:
             else:
                 stack.callback(server.stop)
                 targets.append(Target("redis", server.url))
+                targets.append(Target("redis-multi", server.url + "?commit=multi"))
         yield targets
 
 
