@@ -108,7 +108,8 @@ class LmdbRaw:
         except ImportError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise ConfigError(
-                "the raw LMDB baseline needs py-lmdb: pip install 'kelpie[lmdb]'"
+                "the raw LMDB baseline needs py-lmdb, a dependency of kelpie: "
+                "reinstall kelpie (or pip install lmdb)"
             ) from exc
         self._directory = directory
         self._error: type[Exception] = lmdb.Error
