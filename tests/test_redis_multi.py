@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -91,6 +92,41 @@ async def test_acl_without_scripting_falls_back_to_multi(
     fallbacks = [r for r in caplog.records if "refuses kelpie's commit script" in r.getMessage()]
     assert len(fallbacks) == 2  # once per storage, never again
     assert all(password not in r.getMessage() for r in caplog.records)
+
+
+class _NoScriptsServer(RedisServer):
+    """A redis-server with EVAL and EVALSHA renamed away: it answers "unknown command"."""
+
+    def _command(self) -> list[str]:
+        return [
+            *super()._command(),
+            "--rename-command",
+            "EVALSHA",
+            "",
+            "--rename-command",
+            "EVAL",
+            "",
+        ]
+
+
+async def test_a_server_without_eval_falls_back_to_multi(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kelpie.storage.redis")
+    with _NoScriptsServer(tmp_path / "noscripts") as server:
+        async with open_redis(server.url) as store:
+            await store.set(ALICE, b"a", b"1")  # write-only: the block without WATCH
+            assert store.commit_mode == "multi"
+            first, second = store.transaction(ALICE), store.transaction(ALICE)
+            assert await first.get(b"a") == await second.get(b"a") == b"1"
+            await first.set(b"a", b"2")
+            await first.commit()
+            await second.set(b"a", b"3")
+            with pytest.raises(TransactionConflictError):
+                await second.commit()
+            assert await store.get(ALICE, b"a") == b"2"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unknown command" in m for m in messages) == 1
 
 
 async def test_a_store_is_shared_by_both_modes(server: RedisServer, multi: RedisStorage) -> None:

@@ -47,3 +47,12 @@ def test_multi_ledger_through_random_cuts_keeps_every_invariant(redis_server: Re
     assert report.lost_acks == 0
     assert result.acknowledged > 0
     assert sum(report.cuts.values()) >= 4  # the run really was cut
+
+
+@pytest.mark.soak
+async def test_multi_soak_a_thousand_cut_commits(redis_server: RedisServer) -> None:
+    report = await cut_commits(redis_server.port, 1000, seed=1, commit="multi")
+    print(dict(report.outcomes))
+    assert sum(report.cuts.values()) == 1000
+    assert report.violations == []
+    assert report.lost_acks == 0
