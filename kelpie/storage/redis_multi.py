@@ -162,6 +162,7 @@ class Dedicated:
         self._pool = pool
         self._keep = keep
         self._idle: list[AbstractConnection] = []
+        self._closed = False
 
     async def take(self) -> AbstractConnection:
         """A connected, clean connection; raw redis errors propagate."""
@@ -185,13 +186,14 @@ class Dedicated:
         except BaseException:
             await self._pool.release(conn)
             raise
-        if conn.is_connected and len(self._idle) < self._keep:
+        if conn.is_connected and not self._closed and len(self._idle) < self._keep:
             self._idle.append(conn)
         else:
             await self._pool.release(conn)
 
     async def close(self) -> None:
-        """Give every idle connection back to the pool, disconnected."""
+        """Give every idle connection back to the pool, disconnected; keep none from now on."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             try:
