@@ -16,7 +16,8 @@ raw/s, raw p99, ratio = kelpie/raw, and the mean group-commit batch where the
 storage reports it.
 
 Without ``--storage``: memory://, LMDB in a temporary directory (sync on) and
-Redis on a private ``redis-server`` (if on PATH). With ``--storage URL``: that
+Redis on a private ``redis-server`` (if on PATH), in both commit modes (the
+check-and-set script and ``?commit=multi``). With ``--storage URL``: that
 store, in its own actor namespace ``bench-<random token>``, every key deleted
 at the end. ``--compare-off`` also measures ``group_commit=False``;
 ``--keys 1,100`` prints the cost of 100 keys per invocation against 1 (issue

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         action="append",
         help="a storage URL to measure (repeatable); default: memory://, LMDB in a temporary "
-        "directory and Redis on a private redis-server (if on PATH)",
+        "directory and Redis on a private redis-server (if on PATH) in both commit modes",
     )
     parser.add_argument(
         "--concurrency",
