@@ -12,7 +12,8 @@ is a fragment and cannot run alone starts with a marker line giving the reason:
 
 (kept rare; the reason is required). The SQLite backend of
 docs/writing-a-backend.md is also run through the conformance suite, and the
-test count in that page's sample output must be the count that runs now.
+test count in that page's sample output must be the count that runs now; and
+in every documented shell command a URL with a query string is quoted.
 """
 
 from __future__ import annotations
@@ -138,6 +139,42 @@ def test_the_example_runs(
         if name.startswith("test_") and _defined_here(value, module):
             print(f"  {name}()")
             _run(value())
+
+
+# -- commands: a URL with a query string is shell-quoted ------------------------------
+
+_ANY_FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+_COMMANDS = ("kelpie", "pytest", "python", "python3", "scripts/", ".venv/bin/", "benchmarks/")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_ENV = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
+
+
+def _unquoted_query_urls(line: str) -> list[str]:
+    """URLs with a ``?`` outside quotes in ``line``, if it is a shell command."""
+    command = _ENV.sub("", line.strip().removeprefix("$ "))
+    if not command.startswith(_COMMANDS):
+        return []
+    bare = _QUOTED.sub("''", command.split(" #", 1)[0])
+    return re.findall(r"\S*://\S*\?\S*", bare)
+
+
+def test_every_url_with_a_query_in_a_documented_command_is_shell_quoted() -> None:
+    assert _unquoted_query_urls("kelpie conformance redis://h/0?prefix=x") == [
+        "redis://h/0?prefix=x"
+    ]
+    assert _unquoted_query_urls("kelpie conformance 'redis://h/0?prefix=x'  # ok?") == []
+    assert _unquoted_query_urls("redis://[user@]host[/db][?prefix=NAME]") == []  # syntax
+    found = []
+    for document in _documents():
+        text = document.read_text(encoding="utf-8")
+        for match in _ANY_FENCE.finditer(text):
+            if match.group(1) in ("python", "toml", "json"):
+                continue
+            first = text.count("\n", 0, match.start(2)) + 1
+            for offset, line in enumerate(match.group(2).splitlines()):
+                for url in _unquoted_query_urls(line):
+                    found.append(f"{document.relative_to(ROOT)}:{first + offset}: {url}")
+    assert found == [], "quote these URLs (a shell reads ? as a glob, & as a separator)"
 
 
 # -- the SQLite backend of docs/writing-a-backend.md passes the conformance suite --------
