@@ -73,13 +73,7 @@ EXAMPLES = examples()
 
 # Blocks in pages other helpers own that fail today, by (page, first line): each is an
 # expected failure (strict: once the block is fixed or marked, drop its entry).
-KNOWN_FAILURES: dict[tuple[str, str], tuple[type[BaseException], str]] = {
-    ("docs/runtime.md", "class BankAccount(Actor[Account]):"): (
-        NameError,
-        "the README's actor repeated without its imports and state class (docs/runtime.md "
-        "is helper R's page this session: asked to add them or the not-run marker)",
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str], tuple[type[BaseException], str]] = {}
 
 
 def _params() -> list[Any]:
