@@ -165,8 +165,8 @@ async def test_a_state_only_read_is_one_version_and_needs_no_validation(
     second = _runtime(other_storage)
     try:
         assert await first.invoke(actor, "write", 1) == 1
-        slow = asyncio.create_task(first.invoke(actor, "state_only", 0.2))
-        await asyncio.sleep(0.05)
+        slow = asyncio.create_task(first.invoke(actor, "state_only", 0.5))
+        await asyncio.sleep(0.2)  # its fence read is long done: it sleeps
         assert await second.invoke(actor, "write", 2) == 2
         # Everything it returned came from the version the fence read: linearizable.
         assert await slow == 1
