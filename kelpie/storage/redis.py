@@ -60,7 +60,13 @@ from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
 from kelpie.storage.redis_errors import translate_redis_error
-from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name, lex_range
+from kelpie.storage.redis_keys import (
+    ActorKeys,
+    RedisReads,
+    actor_keys,
+    check_prefix_name,
+    lex_range,
+)
 from kelpie.storage.redis_multi import (
     COMMIT_MODES,
     Dedicated,
@@ -98,7 +104,7 @@ _DEFAULT_PORT = 6379
 # -- the backend ----------------------------------------------------------------
 
 
-class _RedisTransaction(BufferedTransaction):
+class _RedisTransaction(RedisReads):
     _storage: RedisStorage
 
     def __init__(self, storage: RedisStorage, actor: ActorId) -> None:
@@ -159,17 +165,6 @@ class _RedisTransaction(BufferedTransaction):
                 f"the version key of {self.actor} at {storage.where} does not hold a "
                 f"version: something other than kelpie wrote it ({reply!r})"
             ) from exc
-
-    async def _read(self, key: bytes) -> bytes | None:
-        reply = await self._read_command((b"HGET", self._keys.data, key), "reading a key")
-        return None if reply is None else bytes(reply)
-
-    async def _read_keys(self, prefix: bytes) -> list[bytes]:
-        low, high = lex_range(prefix)
-        reply = await self._read_command(
-            (b"ZRANGEBYLEX", self._keys.index, low, high), "listing keys"
-        )
-        return [bytes(key) for key in reply]
 
     async def _validate(self) -> None:
         if self._failed:

@@ -15,14 +15,25 @@ every byte outside ``[A-Za-z0-9._~-]`` percent-escaped (``:`` -> ``%3A``,
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
 from kelpie.actor.id import ActorId
 from kelpie.errors import ConfigError
+from kelpie.storage.base import BufferedTransaction
 
-__all__ = ["ActorKeys", "actor_keys", "check_prefix_name", "hash_tag", "lex_range"]
+__all__ = [
+    "ActorKeys",
+    "RedisReads",
+    "actor_keys",
+    "check_prefix_name",
+    "hash_tag",
+    "lex_range",
+]
 
 
 def check_prefix_name(prefix: object) -> str:
@@ -74,3 +85,28 @@ def lex_range(prefix: bytes) -> tuple[bytes, bytes]:
         return b"[" + prefix, b"+"
     upper = stripped[:-1] + bytes((stripped[-1] + 1,))
     return b"[" + prefix, b"(" + upper
+
+
+class RedisReads(BufferedTransaction):
+    """The read commands of a Redis transaction, in both commit modes.
+
+    A subclass sets ``_keys`` and sends each command its own way
+    (``_read_command``: pipelined with the version, or on a watched connection).
+    """
+
+    _keys: ActorKeys
+
+    @abc.abstractmethod
+    async def _read_command(self, command: Sequence[bytes], action: str) -> Any:
+        """Send one read command of this transaction; its reply."""
+
+    async def _read(self, key: bytes) -> bytes | None:
+        reply = await self._read_command((b"HGET", self._keys.data, key), "reading a key")
+        return None if reply is None else bytes(reply)
+
+    async def _read_keys(self, prefix: bytes) -> list[bytes]:
+        low, high = lex_range(prefix)
+        reply = await self._read_command(
+            (b"ZRANGEBYLEX", self._keys.index, low, high), "listing keys"
+        )
+        return [bytes(key) for key in reply]

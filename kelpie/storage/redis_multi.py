@@ -38,8 +38,8 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from kelpie.actor.id import ActorId
 from kelpie.errors import CorruptStateError, StorageUnavailableError, TransactionConflictError
-from kelpie.storage.base import BufferedTransaction, Writes
-from kelpie.storage.redis_keys import ActorKeys, actor_keys, lex_range
+from kelpie.storage.base import Writes
+from kelpie.storage.redis_keys import ActorKeys, RedisReads, actor_keys
 from kelpie.storage.redis_pipeline import (
     Command,
     Request,
@@ -263,7 +263,7 @@ async def commit_expecting(
         await dedicated(storage).give_back(conn, watching)
 
 
-class MultiTransaction(BufferedTransaction):
+class MultiTransaction(RedisReads):
     """A transaction of a storage in ``multi`` commit mode (see the module docstring)."""
 
     _storage: RedisStorage
@@ -303,17 +303,6 @@ class MultiTransaction(BufferedTransaction):
             self._failed = True
             raise
         return replies[-1]
-
-    async def _read(self, key: bytes) -> bytes | None:
-        reply = await self._read_command((b"HGET", self._keys.data, key), "reading a key")
-        return None if reply is None else bytes(reply)
-
-    async def _read_keys(self, prefix: bytes) -> list[bytes]:
-        low, high = lex_range(prefix)
-        reply = await self._read_command(
-            (b"ZRANGEBYLEX", self._keys.index, low, high), "listing keys"
-        )
-        return [bytes(key) for key in reply]
 
     def _refuse_if_failed(self, doing: str) -> None:
         if self._failed:
