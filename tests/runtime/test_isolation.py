@@ -12,7 +12,8 @@ Two holes found from outside (issue 13), each reproduced on every backend:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,20 @@ class Register(Actor[Value]):
 
 
 Reopen = Callable[[], Awaitable[Storage]]
+
+
+@contextlib.asynccontextmanager
+async def _two_runtimes(
+    storage: Storage, open_storage_again: Reopen
+) -> AsyncIterator[tuple[Runtime, Runtime]]:
+    """Two runtimes without node ids on one store (each its own storage handle)."""
+    first = _runtime(storage)
+    second = _runtime(await open_storage_again())
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
 
 
 def _runtime(storage: Storage, **options: Any) -> Runtime:
@@ -117,10 +132,7 @@ async def test_a_read_only_invocation_never_returns_a_torn_view_across_runtimes(
     storage: Storage, open_storage_again: Reopen, new_actor: ActorFactory
 ) -> None:
     actor = new_actor("r", namespace="register")
-    other_storage = await open_storage_again()
-    first = _runtime(storage)
-    second = _runtime(other_storage)
-    try:
+    async with _two_runtimes(storage, open_storage_again) as (first, second):
         assert await first.invoke(actor, "write", 1) == 1
         peek = asyncio.create_task(first.invoke(actor, "peek", 0.2))
         await asyncio.sleep(0.05)  # peek has read the state (1), now sleeps
@@ -130,19 +142,13 @@ async def test_a_read_only_invocation_never_returns_a_torn_view_across_runtimes(
             await peek
         # The activation reloaded: the retry sees the one version there is.
         assert await first.invoke(actor, "peek", 0.0) == [2, 2]
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_a_read_only_invocation_without_interference_commits_nothing(
     storage: Storage, open_storage_again: Reopen, new_actor: ActorFactory
 ) -> None:
     actor = new_actor("r", namespace="register")
-    other_storage = await open_storage_again()
-    first = _runtime(storage)
-    second = _runtime(other_storage)
-    try:
+    async with _two_runtimes(storage, open_storage_again) as (first, second):
         assert await first.invoke(actor, "write", 3) == 3
         assert await second.invoke(actor, "peek", 0.0) == [3, 3]
         # second's peek wrote nothing, so first's activation is still current.
@@ -151,28 +157,19 @@ async def test_a_read_only_invocation_without_interference_commits_nothing(
         with pytest.raises(TransactionConflictError):
             await second.invoke(actor, "peek", 0.0)
         assert await second.invoke(actor, "peek", 0.0) == [4, 4]
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_a_state_only_read_is_one_version_and_needs_no_validation(
     storage: Storage, open_storage_again: Reopen, new_actor: ActorFactory
 ) -> None:
     actor = new_actor("r", namespace="register")
-    other_storage = await open_storage_again()
-    first = _runtime(storage)
-    second = _runtime(other_storage)
-    try:
+    async with _two_runtimes(storage, open_storage_again) as (first, second):
         assert await first.invoke(actor, "write", 1) == 1
         slow = asyncio.create_task(first.invoke(actor, "state_only", 0.5))
         await asyncio.sleep(0.2)  # its fence read is long done: it sleeps
         assert await second.invoke(actor, "write", 2) == 2
         # Everything it returned came from the version the fence read: linearizable.
         assert await slow == 1
-    finally:
-        await first.close()
-        await second.close()
 
 
 class FailsToDeactivate(Register):
