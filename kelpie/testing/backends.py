@@ -32,7 +32,14 @@ __all__ = [
     "url_id",
 ]
 
-BUILTIN_BACKENDS: tuple[str, ...] = ("memory", "fakeredis", "redis", "redis-multi", "lmdb")
+BUILTIN_BACKENDS: tuple[str, ...] = (
+    "memory",
+    "fakeredis",
+    "redis",
+    "redis-multi",
+    "lmdb",
+    "sqlite",
+)
 """The backends the suite runs against when no ``--storage-url`` is given."""
 
 
@@ -51,6 +58,7 @@ def missing_requirement(backend: str) -> str | None:
         "redis": [("redis", "redis")],
         "redis-multi": [("redis", "redis")],
         "lmdb": [("lmdb", "lmdb")],
+        "sqlite": [],
     }
     for module, package in needs[backend]:
         if not _has_module(module):
@@ -62,6 +70,8 @@ def missing_requirement(backend: str) -> str | None:
         return f"{backend}: kelpie.storage.redis is not available"
     if backend == "lmdb" and not _has_module(module_for["lmdb"]):
         return "lmdb: kelpie.storage.lmdb is not available"
+    if backend == "sqlite" and not _has_module("sqlite3"):
+        return "sqlite: this Python was built without the sqlite3 module"
     if backend in ("redis", "redis-multi") and shutil.which("redis-server") is None:
         return f"{backend}: no redis-server executable on PATH"
     return None
@@ -144,6 +154,11 @@ def _lmdb_handle(directory: Path) -> StoreHandle:
     return StoreHandle("lmdb", lambda: open_storage(f"lmdb://{path}"))
 
 
+def _sqlite_handle(directory: Path) -> StoreHandle:
+    path = directory / "sqlite" / "kelpie.db"
+    return StoreHandle("sqlite", lambda: open_storage(f"sqlite://{path}"))
+
+
 def builtin_handle(
     backend: str,
     *,
@@ -165,6 +180,8 @@ def builtin_handle(
         return _redis_handle(redis_server(), commit="multi")
     if backend == "lmdb":
         return _lmdb_handle(tmp_path)
+    if backend == "sqlite":
+        return _sqlite_handle(tmp_path)
     raise ValueError(f"unknown built-in test backend {backend!r}; known: {BUILTIN_BACKENDS}")
 
 

@@ -6,9 +6,9 @@ Load it with ``-p kelpie.testing.plugin`` or ``pytest_plugins = ["kelpie.testing
 URLs, opened with ``kelpie.open_storage(url)`` — any scheme, including a
 third party's. Without it, tests run against every built-in backend:
 ``memory``, ``fakeredis``, ``redis`` (one redis-server per session on a free
-loopback port, a unique key prefix per test) and ``lmdb`` (a temporary
-directory per test); a backend whose packages are missing is skipped with the
-reason.
+loopback port, a unique key prefix per test), ``lmdb`` (a temporary
+directory per test) and ``sqlite`` (a file in a temporary directory per
+test); a backend whose packages are missing is skipped with the reason.
 
 Fixtures:
 

@@ -1,0 +1,361 @@
+"""One SQLite file: its schema, a reader connection, and a writer thread with its own.
+
+Reads run on the caller's thread on the reader connection: each is one
+statement, hence one WAL snapshot, and never waits for the writer (WAL lets
+readers and one writer work at once). Commits run on the writer thread, which
+owns the writer connection: a batch of commits is one ``BEGIN IMMEDIATE`` …
+``COMMIT`` (one fsync with ``sync=full``), each commit checking its own
+actor's version inside it, so one commit's conflict never fails the others.
+Every ``sqlite3.Error`` is translated here (``errors.translate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+from kelpie.actor.id import ActorId
+from kelpie.errors import (
+    CommitOutcomeUnknownError,
+    ConfigError,
+    CorruptStateError,
+    StorageError,
+    StorageFullError,
+    TransactionConflictError,
+)
+from kelpie.storage.base import Writes
+from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
+from kelpie.storage.sqlite.errors import is_busy, is_full, translate
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "CommitJob", "Database", "Outcome", "SQLiteOptions"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The table layout this module writes and reads (docs/backends/sqlite.md)."""
+
+SCHEMA = """\
+CREATE TABLE IF NOT EXISTS kelpie_meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kelpie_records (
+    actor BLOB NOT NULL,   -- ActorId.encode()
+    key   BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (actor, key)
+);
+CREATE TABLE IF NOT EXISTS kelpie_versions (
+    actor   BLOB PRIMARY KEY,   -- ActorId.encode()
+    version INTEGER NOT NULL    -- bumped by every commit that writes the actor
+) WITHOUT ROWID;
+"""
+
+_GET = (
+    "SELECT (SELECT version FROM kelpie_versions WHERE actor = ?1),"
+    " (SELECT value FROM kelpie_records WHERE actor = ?1 AND key = ?2)"
+)
+# One statement, so the keys and the version come from one snapshot; the key
+# range is an index range scan on the primary key (actor, key).
+_KEYS_FROM = (
+    "SELECT NULL, version FROM kelpie_versions WHERE actor = ?1"
+    " UNION ALL SELECT key, NULL FROM kelpie_records WHERE actor = ?1 AND key >= ?2"
+)
+_KEYS_BETWEEN = _KEYS_FROM + " AND key < ?3"
+_VERSION = "SELECT version FROM kelpie_versions WHERE actor = ?"
+_UPSERT = (
+    "INSERT INTO kelpie_records (actor, key, value) VALUES (?, ?, ?)"
+    " ON CONFLICT (actor, key) DO UPDATE SET value = excluded.value"
+)
+_DELETE = "DELETE FROM kelpie_records WHERE actor = ? AND key = ?"
+_BUMP = (
+    "INSERT INTO kelpie_versions (actor, version) VALUES (?, ?)"
+    " ON CONFLICT (actor) DO UPDATE SET version = excluded.version"
+)
+
+
+def upper_bound(prefix: bytes) -> bytes | None:
+    """The least key greater than every key starting with ``prefix`` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+@dataclass(frozen=True)
+class SQLiteOptions:
+    """The options of a ``sqlite://`` storage (see docs/backends/sqlite.md)."""
+
+    sync: str = "full"
+    """``full``: fsync at every commit (batch); ``normal``: a power loss may lose the last ones."""
+    busy_timeout: int = 5000
+    """Milliseconds to wait for another connection's lock before ``StorageUnavailableError``."""
+    group_commit: bool = True
+    max_batch: int = DEFAULT_MAX_BATCH
+
+
+@dataclass(slots=True)
+class CommitJob:
+    """One transaction's commit: its writes, and the actor version it read (None: read nothing)."""
+
+    actor: ActorId
+    encoded: bytes
+    read_version: int | None
+    writes: Writes
+
+
+Outcome: TypeAlias = "BaseException | None"
+"""A commit's outcome: ``None`` once committed, or the exception its caller gets."""
+
+
+def _deliver(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_Job: TypeAlias = "tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], object]]"
+
+
+class _WriterThread:
+    """Runs jobs in submission order on one thread; answers on the caller's loop.
+
+    The writer connection is used on this thread only. A daemon: an unclosed
+    storage never blocks interpreter exit (SQLite never applies half a
+    transaction).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, call))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, call = job
+            result: object = None
+            error: BaseException | None = None
+            try:
+                result = call()
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile
+                loop.call_soon_threadsafe(_deliver, future, result, error)
+            del job, loop, future, call, result, error
+
+
+def _connect(path: str, options: SQLiteOptions) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        path,
+        timeout=options.busy_timeout / 1000,  # SQLite's busy handler: retry until then
+        isolation_level=None,  # autocommit: BEGIN and COMMIT are ours
+        check_same_thread=False,  # each connection is used by one thread at a time
+        cached_statements=64,
+    )
+    connection.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout)}")
+    return connection
+
+
+class Database:
+    """An open kelpie SQLite file: the reader connection and the writer thread."""
+
+    def __init__(self, path: str, options: SQLiteOptions) -> None:
+        self.path = path
+        self.options = options
+        try:
+            self._writer_db = _connect(path, options)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the SQLite file {path}: {exc}") from exc
+        try:
+            self._init_schema()
+            self._reader = _connect(path, options)
+            self._reader.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as exc:
+            self._writer_db.close()
+            raise translate(exc, f"opening {path}") from exc
+        except BaseException:
+            self._writer_db.close()
+            raise
+        self._read_lock = threading.Lock()
+        self._writer = _WriterThread(f"kelpie-sqlite-writer {path}")
+
+    def _init_schema(self) -> None:
+        db = self._writer_db
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+        if str(mode).lower() != "wal":
+            raise ConfigError(f"the SQLite file {self.path} cannot use WAL mode ({mode})")
+        db.execute(f"PRAGMA synchronous = {self.options.sync.upper()}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO kelpie_meta (name, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+            stored = db.execute(
+                "SELECT value FROM kelpie_meta WHERE name = 'schema_version'"
+            ).fetchall()[0][0]
+            if stored != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the kelpie tables in {self.path} have schema version {stored}; "
+                    f"this kelpie reads version {SCHEMA_VERSION}: upgrade kelpie"
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    # -- reads: on the caller's thread, one statement (one snapshot) each ---
+
+    def read_value(self, encoded: bytes, key: bytes) -> tuple[int, bytes | None]:
+        """(the actor's version, the key's value) from one snapshot."""
+        try:
+            with self._read_lock:
+                ((version, value),) = self._reader.execute(_GET, (encoded, key)).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+        return (version or 0), (None if value is None else bytes(value))
+
+    def read_keys(self, encoded: bytes, prefix: bytes) -> tuple[int, list[bytes]]:
+        """(the actor's version, its sorted keys starting with ``prefix``) from one snapshot."""
+        upper = upper_bound(prefix)
+        statement, params = (
+            (_KEYS_FROM, (encoded, prefix))
+            if upper is None
+            else (_KEYS_BETWEEN, (encoded, prefix, upper))
+        )
+        try:
+            with self._read_lock:
+                rows = self._reader.execute(statement, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+        version = 0
+        keys: list[bytes] = []
+        for key, row_version in rows:
+            if key is None:
+                version = row_version
+            else:
+                keys.append(bytes(key))
+        keys.sort()
+        return version, keys
+
+    def read_version(self, encoded: bytes) -> int:
+        try:
+            with self._read_lock:
+                rows = self._reader.execute(_VERSION, (encoded,)).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+        return int(rows[0][0]) if rows else 0
+
+    # -- writes: on the writer thread ---------------------------------------
+
+    async def write(self, job: CommitJob) -> None:
+        """Commit one job in its own SQLite transaction."""
+        (outcome,) = await self._writer.submit(functools.partial(self._batch_sync, (job,)))
+        if outcome is not None:
+            raise outcome
+
+    async def write_batch(self, jobs: Sequence[CommitJob]) -> list[Outcome]:
+        """Commit every job in one SQLite transaction (one fsync); one outcome per job.
+
+        A job whose version check fails wrote nothing: its conflict is its
+        outcome and the others still commit. An SQLite error while applying
+        the batch rolls it back and reruns it job by job, each in its own
+        transaction, so only the job at fault fails.
+        """
+        return await self._writer.submit(functools.partial(self._batch_sync, jobs))
+
+    def _batch_sync(self, jobs: Sequence[CommitJob]) -> list[Outcome]:
+        db = self._writer_db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [translate(exc, f"beginning a commit to {self.path}")] * len(jobs)
+        try:
+            outcomes = [self._apply(job) for job in jobs]
+        except sqlite3.Error as exc:
+            self._rollback()
+            if len(jobs) > 1:
+                return [self._batch_sync((job,))[0] for job in jobs]
+            return [translate(exc, f"writing {self.path}")]
+        except BaseException:
+            self._rollback()
+            raise
+        try:
+            db.execute("COMMIT")  # the one fsync of the batch
+        except sqlite3.Error as exc:
+            failure = self._commit_failure(exc)
+            return [failure if outcome is None else outcome for outcome in outcomes]
+        return outcomes
+
+    def _apply(self, job: CommitJob) -> Outcome:
+        db = self._writer_db
+        rows = db.execute(_VERSION, (job.encoded,)).fetchall()
+        version = int(rows[0][0]) if rows else 0
+        if job.read_version is not None and version != job.read_version:
+            return TransactionConflictError(
+                f"another commit on {job.actor} landed after this transaction read it"
+            )
+        encoded = job.encoded
+        deletes = [(encoded, key) for key, value in job.writes.items() if value is None]
+        upserts = [(encoded, key, value) for key, value in job.writes.items() if value is not None]
+        if deletes:
+            db.executemany(_DELETE, deletes)
+        if upserts:
+            db.executemany(_UPSERT, upserts)
+        db.execute(_BUMP, (encoded, version + 1))
+        return None
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._writer_db.in_transaction:
+                self._writer_db.execute("ROLLBACK")
+
+    def _commit_failure(self, exc: sqlite3.Error) -> StorageError:
+        """What a failed ``COMMIT`` means for the jobs that wrote something."""
+        if self._writer_db.in_transaction or is_busy(exc):
+            # SQLite kept the transaction open (a lock it could not get): nothing landed.
+            self._rollback()
+            return translate(exc, f"committing to {self.path}; nothing was written")
+        if is_full(exc):
+            return StorageFullError(
+                f"the disk under {self.path} is full; nothing of this commit was written: {exc}"
+            )
+        if isinstance(translate(exc, ""), CorruptStateError):
+            return translate(exc, f"committing to {self.path}")
+        return CommitOutcomeUnknownError(
+            f"the SQLite commit to {self.path} failed while writing: {exc}"
+        )
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish the commits already submitted, then close both connections."""
+        try:
+            await self._writer.submit(self._writer_db.close)
+        finally:
+            self._writer.stop()
+            with self._read_lock:
+                self._reader.close()
