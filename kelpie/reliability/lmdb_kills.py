@@ -1,4 +1,4 @@
-"""A ledger writer process on an LMDB directory, SIGKILLed at random moments.
+"""A ledger writer process on an LMDB directory (or an SQLite file), SIGKILLed at random moments.
 
 Each round starts ``python -m kelpie.testing.ledger_process`` on the
 directory. That fresh process first reopens the directory and checks every
@@ -9,6 +9,8 @@ doubt and runs the workload until this module SIGKILLs it after a random
 delay. After the last round one more process settles and checks the settled
 invariants (every debit credited, money conserved). ``two_writers`` runs two
 such processes on one directory at once and checks no update was lost.
+``backend="sqlite"`` runs both on ``sqlite://directory/data.db`` instead
+(``sync`` selects ``sync=full`` or ``sync=normal``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ class KillReport:
     lost_acks: int = 0
     retries: int = 0
     """Storage errors (conflicts between writers included) the writers retried."""
+
+
+def _store(directory: Path, backend: str, sync: bool) -> tuple[str, list[str]]:
+    """The URL of the store under ``directory`` and the ``--option`` arguments for ``sync``."""
+    if backend == "lmdb":
+        url = f"lmdb://{directory.resolve() / 'data'}"
+        return url, ["--option", f"sync={'true' if sync else 'false'}"]
+    if backend == "sqlite":
+        url = f"sqlite://{directory.resolve() / 'data.db'}"
+        return url, ["--option", f"sync={'full' if sync else 'normal'}"]
+    raise ValueError(f"unknown backend {backend!r}: lmdb or sqlite")
 
 
 def _command(url: str, log: Path, *extra: str) -> list[str]:
@@ -93,13 +106,13 @@ def kill_writers(
     sync: bool = True,
     max_delay: float = 0.4,
     progress: Callable[[int], None] | None = None,
+    backend: str = "lmdb",
 ) -> KillReport:
-    """``kills`` rounds of start, check, run, SIGKILL on ``lmdb://directory``."""
+    """``kills`` rounds of start, check, run, SIGKILL on the store in ``directory``."""
     rng = random.Random(seed)
     report = KillReport()
-    url = f"lmdb://{directory.resolve() / 'data'}"
+    url, options = _store(directory, backend, sync)
     log = directory / "ledger.log"
-    options = ["--option", f"sync={'true' if sync else 'false'}"]
     for number in range(kills):
         child = subprocess.Popen(
             _command(url, log, *options, "--tag", f"k{number}", "--seed", str(rng.random())[2:]),
@@ -133,12 +146,13 @@ def kill_writers(
     return report
 
 
-def two_writers(directory: Path, ops: int = 150, *, seed: int = 0) -> KillReport:
-    """Two processes run the ledger on the same directory at once; no update is lost."""
+def two_writers(
+    directory: Path, ops: int = 150, *, seed: int = 0, backend: str = "lmdb"
+) -> KillReport:
+    """Two processes run the ledger on the same store at once; no update is lost."""
     report = KillReport()
-    url = f"lmdb://{directory.resolve() / 'data'}"
+    url, options = _store(directory, backend, True)
     log = directory / "ledger.log"
-    options = ["--option", "sync=true"]
     children = [
         subprocess.Popen(
             _command(
