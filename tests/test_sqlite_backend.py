@@ -386,3 +386,31 @@ def test_every_sqlite_error_becomes_a_kelpie_error(
     translated = translate(_error(code, "boom"), "testing")
     assert type(translated) is kelpie_type
     assert "boom" in str(translated)
+
+
+# -- kelpie bench ----------------------------------------------------------------------
+
+
+def _entries(directory: Path) -> set[str]:
+    return {entry.name for entry in directory.iterdir()}
+
+
+async def test_bench_measures_sqlite_beside_its_raw_baseline_and_cleans_up(
+    tmp_path: Path,
+) -> None:
+    from kelpie.bench import BenchOptions, Target, bench_storage
+
+    options = BenchOptions(concurrencies=(1, 3), seconds=0.2, keys=(1, 4))
+    target = Target("sqlite", f"sqlite://{tmp_path}/store.db")
+    rows = await bench_storage(target, options, namespace="bench-sqlite")
+    assert [(row.keys, row.concurrency) for row in rows] == [(1, 1), (1, 3), (4, 1), (4, 3)]
+    for row in rows:
+        assert row.kelpie.rate > 0
+        assert row.raw is not None and row.raw.rate > 0
+        assert row.ratio is not None and row.ratio > 0
+    # the raw baseline's scratch directory is gone; only the store's files remain
+    assert _entries(tmp_path) <= {
+        "store.db",
+        "store.db-wal",
+        "store.db-shm",
+    }

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage",
         metavar="URL",
         action="append",
-        help="a storage URL to measure (repeatable); default: memory://, LMDB in a temporary "
-        "directory and Redis on a private redis-server (if on PATH) in both commit modes",
+        help="a storage URL to measure (repeatable); default: memory://, LMDB and SQLite in a "
+        "temporary directory and Redis on a private redis-server (if on PATH) in both commit modes",
     )
     parser.add_argument(
         "--concurrency",
@@ -275,7 +275,8 @@ class _Bench:
         print(
             "inv/s, p50, p99: Runtime.invoke (state change + KV writes, one commit); "
             "raw: the same writes with the backend's own client (memory: a dict; lmdb: a py-lmdb "
-            "write txn in a thread; redis: WATCH/HGET + MULTI/HSET/EXEC); ratio = inv/s / raw/s; "
+            "write txn in a thread; sqlite: a sqlite3 txn in a thread; redis: WATCH/HGET + "
+            "MULTI/HSET/EXEC); ratio = inv/s / raw/s; "
             "batch = mean commits per group-commit batch ('-': not reported)"
         )
 

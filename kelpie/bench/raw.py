@@ -11,6 +11,10 @@ of ``BenchActor.write``: read the actor's state, then write the new state and
   in a temporary directory beside the store. An asyncio program must keep its
   loop free during the fsync, so each call runs on a worker thread, in an
   executor the size of asyncio's default (what ``asyncio.to_thread`` uses).
+- ``sqlite://``: a ``sqlite3`` transaction (``BEGIN IMMEDIATE``, read the state,
+  upsert state + keys, ``COMMIT``) on a file of its own in WAL mode, with the
+  kelpie URL's ``sync``, in a temporary directory beside the store; each call on
+  a worker thread (one connection per thread), as for LMDB.
 - ``redis://``, ``rediss://``, ``unix://``: a ``redis.asyncio`` client on the
   same server and database; per invocation the classic optimistic transaction:
   ``WATCH`` + ``HGET`` of the state, then a ``MULTI``/``HSET``/``EXEC`` pipeline
@@ -27,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +41,7 @@ from kelpie.bench.scratch import scratch_dir_beside
 from kelpie.bench.timing import Call
 from kelpie.bench.workload import kv_key
 from kelpie.errors import ConfigError, StorageError, StorageUnavailableError
-from kelpie.storage.options import as_bool
+from kelpie.storage.options import as_bool, as_str
 from kelpie.storage.url import StorageURL
 
 __all__ = ["RawBaseline", "open_raw"]
@@ -64,6 +70,8 @@ def open_raw(url: StorageURL, namespace: str) -> RawBaseline | None:
         return DictRaw()
     if url.scheme == "lmdb":
         return LmdbRaw.beside(url)
+    if url.scheme == "sqlite":
+        return SqliteRaw.beside(url)
     if url.scheme in ("redis", "rediss", "unix"):
         return RedisRaw(url, namespace)
     return None
@@ -162,6 +170,93 @@ class LmdbRaw:
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._env.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class SqliteRaw:
+    """``sqlite://``: one ``sqlite3`` transaction per invocation, on a worker thread."""
+
+    name = "sqlite3 txn in a thread"
+
+    _UPSERT = "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+
+    def __init__(self, directory: Path, *, sync: str) -> None:
+        self._directory = directory
+        self._path = str(directory / "raw.db")
+        self._sync = sync
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            db = self._connection()
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
+        except sqlite3.Error as exc:
+            self._close_connections()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise StorageError(f"the raw SQLite baseline cannot open {self._path}: {exc}") from exc
+        workers = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor size
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="kelpie-bench-raw")
+
+    @classmethod
+    def beside(cls, url: StorageURL) -> SqliteRaw:
+        """A fresh file in a temporary directory next to the store ``url`` names."""
+        sync = as_str(url.options.get("sync", "full")).strip().lower()
+        if sync not in ("full", "normal"):
+            raise ConfigError("bad sync option in the sqlite:// URL: full or normal")
+        return cls(scratch_dir_beside(url, ".kelpie-bench-raw-"), sync=sync)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self._path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            db.execute(f"PRAGMA synchronous = {self._sync.upper()}")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def calls(self, concurrency: int, keys: int) -> list[Call]:
+        return [self._call(b"a%d/" % i, keys) for i in range(concurrency)]
+
+    def _call(self, prefix: bytes, keys: int) -> Call:
+        executor, upsert = self._executor, self._UPSERT
+        state_key = prefix + _STATE
+        kv_keys = [prefix + kv_key(j) for j in range(keys)]
+
+        def write() -> None:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT v FROM kv WHERE k = ?", (state_key,)).fetchall()
+                value = b"%d" % (int(row[0][0] if row else b"0") + 1)
+                db.executemany(upsert, [(state_key, value), *((key, value) for key in kv_keys)])
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        async def once() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(executor, write)
+            except sqlite3.Error as exc:
+                raise StorageError(f"the raw SQLite baseline failed: {exc}") from exc
+
+        return once
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._close_connections()
         shutil.rmtree(self._directory, ignore_errors=True)
 
 

@@ -1,8 +1,9 @@
 """The backends ``kelpie bench`` measures when no ``--storage`` is given.
 
 ``memory://``, LMDB in a temporary directory (``sync`` on, its durable
-default) and, if ``redis-server`` is on ``PATH``, Redis on a private server
-on a free loopback port (no persistence: ``appendonly no``), measured twice:
+default), SQLite in a file there (``sync=full``, its durable default) and,
+if ``redis-server`` is on ``PATH``, Redis on a private server on a free
+loopback port (no persistence: ``appendonly no``), measured twice:
 ``redis`` (the check-and-set script, ADR 0008) and ``redis-multi``
 (``?commit=multi``: ``WATCH``/``MULTI``/``EXEC``, ADR 0011). Everything is
 removed on exit.
@@ -24,10 +25,14 @@ __all__ = ["default_targets", "user_targets"]
 
 @contextmanager
 def default_targets(note: Callable[[str], None]) -> Iterator[list[Target]]:
-    """memory, LMDB in a temp dir and (when possible) a private Redis; cleaned up on exit."""
+    """memory, LMDB and SQLite in a temp dir and (when possible) a private Redis; cleaned up."""
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kelpie-bench-")))
-        targets = [Target("memory", "memory://"), Target("lmdb", f"lmdb://{tmp}/lmdb")]
+        targets = [
+            Target("memory", "memory://"),
+            Target("lmdb", f"lmdb://{tmp}/lmdb"),
+            Target("sqlite", f"sqlite://{tmp}/sqlite/kelpie.db"),
+        ]
         if shutil.which("redis-server") is None:
             note("redis: skipped, redis-server is not on PATH")
         else:
