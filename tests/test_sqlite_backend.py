@@ -20,6 +20,7 @@ from kelpie.actor.id import ActorId
 from kelpie.errors import (
     ConfigError,
     CorruptStateError,
+    StorageClosedError,
     StorageError,
     StorageFullError,
     StorageUnavailableError,
@@ -320,6 +321,44 @@ async def test_a_lock_held_past_busy_timeout_is_storage_unavailable(tmp_path: Pa
         assert await storage.get(ALICE, b"k") == b"v"
         await storage.set(ALICE, b"k", b"later")
         assert await storage.get(ALICE, b"k") == b"later"
+
+
+def test_a_storage_inherited_across_fork_refuses_to_work(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    storage = _open(path)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        verdict = b"bad"
+        try:
+            asyncio.run(storage.get(ALICE, b"k"))
+        except StorageClosedError:
+            try:
+                asyncio.run(storage.close())  # does not hang on the parent's writer thread
+
+                async def fresh() -> bytes | None:
+                    async with _open(path) as mine:
+                        await mine.set(ALICE, b"k", b"child")
+                        return await mine.get(ALICE, b"k")
+
+                if asyncio.run(fresh()) == b"child":
+                    verdict = b"ok"
+            except Exception as exc:
+                verdict = repr(exc).encode()
+        os.write(write_end, verdict)
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    assert os.read(read_end, 200) == b"ok"
+    os.close(read_end)
+
+    async def parent() -> bytes | None:
+        try:
+            return await storage.get(ALICE, b"k")
+        finally:
+            await storage.close()
+
+    assert asyncio.run(parent()) == b"child"
 
 
 # -- group commit ---------------------------------------------------------------------

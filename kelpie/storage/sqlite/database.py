@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import queue
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -26,6 +28,7 @@ from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
     CorruptStateError,
+    StorageClosedError,
     StorageError,
     StorageFullError,
     TransactionConflictError,
@@ -197,6 +200,15 @@ class Database:
             raise
         self._read_lock = threading.Lock()
         self._writer = _WriterThread(f"kelpie-sqlite-writer {path}")
+        self.inherited = False  # set in a child after fork(): never use it there
+        _open_databases.add(self)
+
+    def _check_usable(self) -> None:
+        if self.inherited:
+            raise StorageClosedError(
+                f"the SQLite storage at {self.path} was opened before fork(); "
+                "open a new one in this process"
+            )
 
     def _init_schema(self) -> None:
         db = self._writer_db
@@ -231,6 +243,7 @@ class Database:
 
     def read_value(self, encoded: bytes, key: bytes) -> tuple[int, bytes | None]:
         """(the actor's version, the key's value) from one snapshot."""
+        self._check_usable()
         try:
             with self._read_lock:
                 ((version, value),) = self._reader.execute(_GET, (encoded, key)).fetchall()
@@ -240,6 +253,7 @@ class Database:
 
     def read_keys(self, encoded: bytes, prefix: bytes) -> tuple[int, list[bytes]]:
         """(the actor's version, its sorted keys starting with ``prefix``) from one snapshot."""
+        self._check_usable()
         upper = upper_bound(prefix)
         statement, params = (
             (_KEYS_FROM, (encoded, prefix))
@@ -262,6 +276,7 @@ class Database:
         return version, keys
 
     def read_version(self, encoded: bytes) -> int:
+        self._check_usable()
         try:
             with self._read_lock:
                 rows = self._reader.execute(_VERSION, (encoded,)).fetchall()
@@ -273,6 +288,7 @@ class Database:
 
     async def write(self, job: CommitJob) -> None:
         """Commit one job in its own SQLite transaction."""
+        self._check_usable()
         (outcome,) = await self._writer.submit(functools.partial(self._batch_sync, (job,)))
         if outcome is not None:
             raise outcome
@@ -285,6 +301,7 @@ class Database:
         the batch rolls it back and reruns it job by job, each in its own
         transaction, so only the job at fault fails.
         """
+        self._check_usable()
         return await self._writer.submit(functools.partial(self._batch_sync, jobs))
 
     def _batch_sync(self, jobs: Sequence[CommitJob]) -> list[Outcome]:
@@ -353,9 +370,26 @@ class Database:
 
     async def close(self) -> None:
         """Finish the commits already submitted, then close both connections."""
+        _open_databases.discard(self)
+        if self.inherited:
+            return  # the parent's writer thread does not exist here; leave its connections
         try:
             await self._writer.submit(self._writer_db.close)
         finally:
             self._writer.stop()
             with self._read_lock:
                 self._reader.close()
+
+
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # SQLite connections must not be carried across fork(), and the writer
+    # thread did not survive it: every storage the parent opened is unusable.
+    for database in list(_open_databases):
+        database.inherited = True
+    _open_databases.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
