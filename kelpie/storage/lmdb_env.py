@@ -10,17 +10,14 @@ the lock that keeps a map resize away from in-process readers. Every
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import errno
 import functools
 import mmap
 import os
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 import lmdb
 
@@ -34,6 +31,7 @@ from kelpie.errors import (
     StorageUnavailableError,
 )
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
+from kelpie.storage.writer_thread import WriterThread
 
 __all__ = [
     "FORMAT_VERSION",
@@ -122,58 +120,6 @@ def translate(exc: lmdb.Error, where: str = "") -> StorageError:
     if code in _UNAVAILABLE_ERRNOS:
         return StorageUnavailableError(f"LMDB I/O failed{suffix}: {exc}")
     return StorageError(f"LMDB failed{suffix}: {exc}")
-
-
-# -- the writer thread ------------------------------------------------------
-
-
-def _deliver(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-_Job: TypeAlias = "tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], object]]"
-
-
-class _WriterThread:
-    """One thread that runs jobs in submission order and answers on the caller's loop.
-
-    Lighter than ``run_in_executor`` on a ``ThreadPoolExecutor`` (one queue,
-    one ``call_soon_threadsafe``); a daemon, so an unclosed storage never
-    blocks interpreter exit (LMDB never applies half a transaction).
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((loop, future, call))
-        return future
-
-    def stop(self) -> None:
-        """The thread ends after the jobs already submitted."""
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            loop, future, call = job
-            result: object = None
-            error: BaseException | None = None
-            try:
-                result = call()
-            except BaseException as exc:
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile
-                loop.call_soon_threadsafe(_deliver, future, result, error)
-            del job, loop, future, call, result, error
 
 
 # -- write jobs: what the writer thread applies --------------------------------
@@ -288,7 +234,7 @@ class SharedEnv:
         except BaseException:
             self._env.close()
             raise
-        self._writer = _WriterThread(f"kelpie-lmdb-writer {path}")
+        self._writer = WriterThread(f"kelpie-lmdb-writer {path}")
 
     def _open_databases(self) -> tuple[lmdb._Database, lmdb._Database, lmdb._Database]:
         try:

@@ -11,17 +11,15 @@ Every ``sqlite3.Error`` is translated here (``errors.translate``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
-import queue
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
 from kelpie.actor.id import ActorId
 from kelpie.errors import (
@@ -36,6 +34,7 @@ from kelpie.errors import (
 from kelpie.storage.base import Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.sqlite.errors import is_busy, is_full, translate
+from kelpie.storage.writer_thread import WriterThread
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "CommitJob", "Database", "Outcome", "SQLiteOptions"]
 
@@ -118,54 +117,6 @@ Outcome: TypeAlias = "BaseException | None"
 """A commit's outcome: ``None`` once committed, or the exception its caller gets."""
 
 
-def _deliver(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-_Job: TypeAlias = "tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], object]]"
-
-
-class _WriterThread:
-    """Runs jobs in submission order on one thread; answers on the caller's loop.
-
-    The writer connection is used on this thread only. A daemon: an unclosed
-    storage never blocks interpreter exit (SQLite never applies half a
-    transaction).
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((loop, future, call))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            loop, future, call = job
-            result: object = None
-            error: BaseException | None = None
-            try:
-                result = call()
-            except BaseException as exc:
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile
-                loop.call_soon_threadsafe(_deliver, future, result, error)
-            del job, loop, future, call, result, error
-
-
 def _connect(path: str, options: SQLiteOptions) -> sqlite3.Connection:
     connection = sqlite3.connect(
         path,
@@ -199,7 +150,7 @@ class Database:
             self._writer_db.close()
             raise
         self._read_lock = threading.Lock()
-        self._writer = _WriterThread(f"kelpie-sqlite-writer {path}")
+        self._writer = WriterThread(f"kelpie-sqlite-writer {path}")
         self.inherited = False  # set in a child after fork(): never use it there
         _open_databases.add(self)
 
