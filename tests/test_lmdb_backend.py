@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import lmdb
@@ -30,27 +27,15 @@ from kelpie.errors import (
 from kelpie.storage.lmdb import LMDBStorage, open_lmdb
 from kelpie.storage.lmdb_env import WriteTxn, translate
 from kelpie.storage.registry import open_storage
+from tests.script_support import run_script
 
 ALICE = ActorId("bank", "alice")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _open(path: Path, **options: object) -> LMDBStorage:
     storage = open_storage(f"lmdb://{path}", **options)
     assert isinstance(storage, LMDBStorage)
     return storage
-
-
-def _run_script(source: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(source), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 # -- URLs and options ---------------------------------------------------------
@@ -248,7 +233,7 @@ async def test_two_processes_incrementing_one_counter_lose_no_update(tmp_path: P
     async with _open(tmp_path) as storage:  # create it before the race
         await storage.set(ActorId("counter", "shared"), b"n", b"0")
     rounds = 150
-    procs = [_run_script(_INCREMENTER, url, str(rounds)) for _ in range(2)]
+    procs = [run_script(_INCREMENTER, url, str(rounds)) for _ in range(2)]
     results = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
@@ -273,7 +258,7 @@ _HOLD_WRITE_LOCK = """
 async def test_reads_do_not_wait_for_another_process_writer(tmp_path: Path) -> None:
     async with _open(tmp_path) as storage:
         await storage.set(ALICE, b"k", b"v")
-        holder = _run_script(_HOLD_WRITE_LOCK, str(tmp_path))
+        holder = run_script(_HOLD_WRITE_LOCK, str(tmp_path))
         try:
             assert holder.stdout is not None and holder.stdin is not None
             assert holder.stdout.readline().strip() == "holding"
@@ -307,7 +292,7 @@ async def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path) -> None
     big = ActorId("big", "one")
     async with _open(tmp_path, map_size="64KiB") as storage:
         await storage.set(ALICE, b"small", b"x")
-        grower = _run_script(_GROW_FROM_ANOTHER_PROCESS, f"lmdb://{tmp_path}")
+        grower = run_script(_GROW_FROM_ANOTHER_PROCESS, f"lmdb://{tmp_path}")
         _, err = grower.communicate(timeout=300)
         assert grower.returncode == 0, err
         assert await storage.list_keys(big) == [b"v%d" % i for i in range(6)]

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,27 +27,15 @@ from kelpie.storage.registry import open_storage
 from kelpie.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from kelpie.storage.sqlite.database import upper_bound
 from kelpie.storage.sqlite.errors import translate
+from tests.script_support import run_script
 
 ALICE = ActorId("bank", "alice")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _open(path: Path, **options: object) -> SQLiteStorage:
     storage = open_storage(f"sqlite://{path}", **options)
     assert isinstance(storage, SQLiteStorage)
     return storage
-
-
-def _run_script(source: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(source), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 # -- URLs and options ---------------------------------------------------------
@@ -271,7 +256,7 @@ async def test_two_processes_incrementing_one_counter_lose_no_update(tmp_path: P
     async with _open(path) as storage:  # create it before the race
         await storage.set(ActorId("counter", "shared"), b"n", b"0")
     rounds = 150
-    procs = [_run_script(_INCREMENTER, url, str(rounds)) for _ in range(2)]
+    procs = [run_script(_INCREMENTER, url, str(rounds)) for _ in range(2)]
     results = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
