@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.registry import open_storage, register_scheme
 from kelpie.storage.url import StorageURL

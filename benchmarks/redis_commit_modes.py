@@ -22,8 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kelpie.actor.id import ActorId
-from kelpie.storage.redis import RedisStorage, open_redis
+from kelpie.identity import ActorId
+from kelpie.storage.redis.storage import RedisStorage, open_redis
 from kelpie.testing.redis_server import RedisServer
 
 Shape = Callable[[RedisStorage, ActorId, float], Awaitable[int]]

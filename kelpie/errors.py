@@ -13,7 +13,9 @@ KelpieError
 │   ├── TransactionClosedError
 │   ├── TransactionConflictError       retry the whole transaction
 │   ├── CommitOutcomeUnknownError      reload before deciding
+│   ├── UnsupportedOperationError      the backend lacks the method
 │   └── CorruptStateError
+│       └── StateVersionTooNewError    written by a newer state_version
 ├── SerializationError (TypeError)
 ├── UnknownActorTypeError
 ├── UnknownOperationError
@@ -21,6 +23,7 @@ KelpieError
 ├── ActorActiveElsewhereError          .owner: the node id to route to
 ├── MailboxFullError                   the actor's queue is full: back off
 ├── IdempotencyKeyReusedError          the key already belongs to another call
+├── ReentrantCallError                 a handler invoked its own actor
 └── RuntimeClosedError
 ```
 
@@ -41,8 +44,10 @@ __all__ = [
     "InvocationTimeoutError",
     "KelpieError",
     "MailboxFullError",
+    "ReentrantCallError",
     "RuntimeClosedError",
     "SerializationError",
+    "StateVersionTooNewError",
     "StorageClosedError",
     "StorageError",
     "StorageFullError",
@@ -51,6 +56,7 @@ __all__ = [
     "TransactionConflictError",
     "UnknownActorTypeError",
     "UnknownOperationError",
+    "UnsupportedOperationError",
     "ValueTooLargeError",
 ]
 
@@ -109,8 +115,25 @@ class CommitOutcomeUnknownError(StorageError):
     """
 
 
+class UnsupportedOperationError(StorageError):
+    """The backend does not implement a method the caller needs.
+
+    Raised, naming the backend's scheme and the method, when a backend written
+    against an older ``Storage`` protocol lacks e.g. ``list_actors`` or
+    ``delete_actor``. Everything else still works on that backend.
+    """
+
+
 class CorruptStateError(StorageError):
     """Stored bytes cannot be decoded; the actor is not silently reset."""
+
+
+class StateVersionTooNewError(CorruptStateError):
+    """The stored state was written by a newer ``state_version`` than the running class.
+
+    Nothing was stored: the record is never overwritten with fewer fields.
+    Let a node running the newer class serve the actor.
+    """
 
 
 class SerializationError(KelpieError, TypeError):
@@ -146,6 +169,13 @@ class IdempotencyKeyReusedError(KelpieError):
 
     Nothing was run or stored. Use a new key for a new call; reuse a key only
     to retry the very same call.
+    """
+
+
+class ReentrantCallError(KelpieError):
+    """A handler awaited ``Runtime.invoke`` on its own actor, which would deadlock.
+
+    Raised at once. Use ``ctx.send`` to talk to actors from a handler.
     """
 
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 import pytest
 import redis.asyncio as aioredis
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 from kelpie.testing.redis_server import RedisServer
 
 __all__ = ["ALICE", "HANG_GUARD", "bounded", "raw", "server"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import TransactionConflictError
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 
 
@@ -85,9 +85,9 @@ async def test_unchanged_reads_commit_after_reading_each_key_once_more() -> None
 
 
 def test_built_in_backends_validate_by_version_not_by_rereading() -> None:
-    from kelpie.storage.lmdb import _LMDBTransaction
+    from kelpie.storage.lmdb.storage import _LMDBTransaction
     from kelpie.storage.memory import _MemoryTransaction
-    from kelpie.storage.redis import _RedisTransaction
+    from kelpie.storage.redis.storage import _RedisTransaction
 
     assert _DictTransaction._tracks_reads
     for cls in (_MemoryTransaction, _LMDBTransaction, _RedisTransaction):

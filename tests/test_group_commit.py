@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
@@ -20,8 +19,9 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.group_commit import Batcher
-from kelpie.storage.lmdb import LMDBStorage
+from kelpie.storage.lmdb.storage import LMDBStorage
 from kelpie.storage.memory import MemoryStorage
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage

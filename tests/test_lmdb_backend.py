@@ -13,7 +13,6 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     ConfigError,
     CorruptStateError,
@@ -24,8 +23,9 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
-from kelpie.storage.lmdb import LMDBStorage, open_lmdb
-from kelpie.storage.lmdb_env import WriteTxn, translate
+from kelpie.identity import ActorId
+from kelpie.storage.lmdb.env import WriteTxn, translate
+from kelpie.storage.lmdb.storage import LMDBStorage, open_lmdb
 from kelpie.storage.registry import open_storage
 from tests.script_support import run_script
 
@@ -204,7 +204,7 @@ async def test_a_conflicting_commit_writes_nothing(tmp_path: Path) -> None:
 
 _INCREMENTER = """
     import asyncio, sys
-    from kelpie.actor.id import ActorId
+    from kelpie.identity import ActorId
     from kelpie.errors import TransactionConflictError
     from kelpie.storage.registry import open_storage
 
@@ -276,7 +276,7 @@ async def test_reads_do_not_wait_for_another_process_writer(tmp_path: Path) -> N
 
 _GROW_FROM_ANOTHER_PROCESS = """
     import asyncio, sys
-    from kelpie.actor.id import ActorId
+    from kelpie.identity import ActorId
     from kelpie.storage.registry import open_storage
 
     async def main(url):

@@ -55,7 +55,7 @@ def test_the_default_url_opens_and_stores_after_a_plain_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Everything a plain install brings is enough for the default URL.
-    from kelpie.actor.id import ActorId
+    from kelpie.identity import ActorId
 
     assert DEFAULT_URL.startswith("lmdb://")
     monkeypatch.chdir(tmp_path)

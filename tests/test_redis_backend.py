@@ -28,7 +28,6 @@ import redis.exceptions as rex
 from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
@@ -39,7 +38,10 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
-from kelpie.storage.redis import (
+from kelpie.identity import ActorId
+from kelpie.storage.redis.keys import actor_keys, hash_tag, lex_range
+from kelpie.storage.redis.pipeline import pack
+from kelpie.storage.redis.storage import (
     _EVAL_HEAD,
     _EVALSHA_HEAD,
     COMMIT_SCRIPT,
@@ -47,8 +49,6 @@ from kelpie.storage.redis import (
     _commit_call,
     open_redis,
 )
-from kelpie.storage.redis_keys import actor_keys, hash_tag, lex_range
-from kelpie.storage.redis_pipeline import pack
 from kelpie.storage.registry import open_storage
 from kelpie.testing.redis_server import RedisServer
 from tests.redis_support import ALICE, bounded

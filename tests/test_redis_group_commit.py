@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
-from kelpie.storage.redis import RedisStorage, open_redis
-from kelpie.storage.redis_cluster import open_redis_cluster
-from kelpie.storage.redis_keys import actor_keys
-from kelpie.storage.redis_pipeline import Multiplexer
+from kelpie.storage.redis.cluster import open_redis_cluster
+from kelpie.storage.redis.keys import actor_keys
+from kelpie.storage.redis.pipeline import Multiplexer
+from kelpie.storage.redis.storage import RedisStorage, open_redis
 from kelpie.storage.registry import open_storage
 from kelpie.testing.redis_server import RedisServer
 from kelpie.testing.tcp_proxy import CutPoint, TcpProxy

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     ConfigError,
     CorruptStateError,
     StorageUnavailableError,
     TransactionConflictError,
 )
-from kelpie.storage.redis import RedisStorage, open_redis
+from kelpie.identity import ActorId
+from kelpie.storage.redis.storage import RedisStorage, open_redis
 from kelpie.testing.redis_server import RedisServer
 from kelpie.testing.tcp_proxy import TcpProxy
 from tests.redis_support import ALICE, bounded

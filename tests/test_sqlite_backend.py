@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     ConfigError,
     CorruptStateError,
@@ -23,6 +22,7 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.registry import open_storage
 from kelpie.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from kelpie.storage.sqlite.database import upper_bound
@@ -226,7 +226,7 @@ async def test_two_storages_on_one_file_see_each_other_and_conflict(tmp_path: Pa
 
 _INCREMENTER = """
     import asyncio, sys
-    from kelpie.actor.id import ActorId
+    from kelpie.identity import ActorId
     from kelpie.errors import TransactionConflictError
     from kelpie.storage.registry import open_storage
 

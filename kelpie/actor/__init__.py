@@ -3,6 +3,6 @@
 from kelpie.actor.actor import Actor
 from kelpie.actor.codec import JsonCodec, StateCodec
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 
 __all__ = ["Actor", "ActorContext", "ActorId", "JsonCodec", "StateCodec"]

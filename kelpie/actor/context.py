@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import USER, user_key, user_prefix
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction
 from kelpie.storage.protocol import Transaction
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 
 __all__ = [
     "ACCOUNT_NAMESPACE",

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.demo.bank import LEDGER_ID, account_id
+from kelpie.identity import ActorId
 
 __all__ = ["Audit", "Invariant", "audit", "check", "half_done_transfers"]
 

@@ -16,13 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.demo.bank import account_id
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.runtime.runtime import Runtime
 
 __all__ = ["RETRYABLE", "BankClient", "GaveUpError", "Operation", "make_operations"]

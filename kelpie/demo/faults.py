@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.faults import FaultInjector, FaultKind, FaultPlan
+from kelpie.identity import ActorId
 
 __all__ = ["SeededFaults"]
 

@@ -13,7 +13,7 @@ abandoned on a paused process stays open until that process dies.
 
 from __future__ import annotations
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 
 __all__ = ["KeyWindow"]
 

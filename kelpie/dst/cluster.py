@@ -27,13 +27,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kelpie.actor.id import ActorId
 from kelpie.dst import coverage
 from kelpie.dst.config import BATCH_CRASH_PROBABILITY, SimConfig
 from kelpie.dst.faults import FaultyStorage
 from kelpie.dst.lease_watch import LeaseWatch
 from kelpie.dst.process import PROCESS, Process, RuntimeKind, RuntimeOptions
 from kelpie.dst.rng import SimRandom
+from kelpie.identity import ActorId
 from kelpie.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:

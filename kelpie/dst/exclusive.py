@@ -17,8 +17,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kelpie.actor.actor import Actor, handlers_of
-from kelpie.actor.id import ActorId
 from kelpie.dst.process import PROCESS
+from kelpie.identity import ActorId
 
 __all__ = ["WATCH", "Watch", "watched"]
 

@@ -69,7 +69,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.fault_plan import ALL_OPS, COMMIT_ORDER, FaultKind, FaultPlan, FaultSpec
 from kelpie.dst.trace import Trace
 from kelpie.errors import (
@@ -78,6 +77,7 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.wrapper import StorageWrapper, TransactionWrapper
 

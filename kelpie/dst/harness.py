@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kelpie.actor.actor import Actor
-from kelpie.actor.id import ActorId
 from kelpie.dst import coverage
 from kelpie.dst.client import KeyWindow
 from kelpie.dst.cluster import Cluster, Topology
@@ -74,6 +73,7 @@ from kelpie.errors import (
     StorageError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.memory import MemoryStorage
 from kelpie.storage.protocol import Storage
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from kelpie.actor.codec import JsonCodec, StateCodec, StateRecord
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY, USER, user_key, user_prefix
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 
 __all__ = ["Inspector", "KelpieInspector"]

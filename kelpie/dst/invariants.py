@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.harness import Simulation
+from kelpie.identity import ActorId
 
 __all__ = ["OpRecord", "OperationLog", "kv_matches_state", "parse_int"]
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kelpie.actor.codec import StateRecord
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY
 from kelpie.dst.coverage import LEASE_TAKEOVER
 from kelpie.errors import CorruptStateError
+from kelpie.identity import ActorId
 from kelpie.storage.base import Writes
 
 __all__ = ["LeaseWatch"]

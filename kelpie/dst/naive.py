@@ -15,8 +15,8 @@ import json
 from typing import Any, Generic, TypeVar
 
 from kelpie.actor.actor import Actor, handlers_of
-from kelpie.actor.id import ActorId
 from kelpie.errors import RuntimeClosedError, UnknownActorTypeError, UnknownOperationError
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 
 __all__ = ["NaiveContext", "NaiveInspector", "NaiveRuntime"]

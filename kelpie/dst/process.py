@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kelpie.actor.actor import Actor
-from kelpie.actor.id import ActorId
 from kelpie.dst.faults import FaultyStorage
 from kelpie.dst.inspect import Inspector, KelpieInspector
 from kelpie.dst.naive import NaiveInspector, NaiveRuntime
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 
 __all__ = [

@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any, Final
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.linearizability import UNKNOWN, Model, Op, Verdict, check_partition
+from kelpie.identity import ActorId
 
 __all__ = ["DEFAULT_BUDGET", "HistoryRecorder", "ReplayMismatch", "freeze"]
 

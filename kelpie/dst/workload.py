@@ -6,7 +6,7 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 
 if TYPE_CHECKING:
     from kelpie.dst.harness import Simulation

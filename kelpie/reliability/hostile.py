@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 from kelpie.actor.actor import Actor
 from kelpie.actor.codec import JsonCodec, StateRecord
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY
 from kelpie.errors import ConfigError, CorruptStateError, KelpieError, StorageUnavailableError
+from kelpie.identity import ActorId
 from kelpie.runtime import Runtime
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage

@@ -40,13 +40,13 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import SeedResult, SimConfig, Simulation, run_seed
 from kelpie.dst.workloads.ledger import LedgerWorkload
 from kelpie.errors import CommitOutcomeUnknownError, KelpieError, StorageUnavailableError
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
-from kelpie.storage.redis import open_redis
+from kelpie.storage.redis.storage import open_redis
 from kelpie.testing.tcp_proxy import CutPoint, TcpProxy, ThreadedProxy
 
 __all__ = ["CutReport", "cut_commits", "ledger_through_cuts"]

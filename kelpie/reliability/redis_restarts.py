@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import SimConfig, Simulation, run_seed
 from kelpie.dst.workloads.ledger import LedgerAccount, LedgerWorkload
 from kelpie.errors import KelpieError, StorageUnavailableError
+from kelpie.identity import ActorId
 from kelpie.runtime import Runtime
-from kelpie.storage.redis import open_redis
+from kelpie.storage.redis.storage import open_redis
 from kelpie.testing.redis_server import RedisServer
 
 __all__ = ["RestartReport", "ledger_through_restarts", "outage"]

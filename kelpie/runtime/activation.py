@@ -23,7 +23,6 @@ from typing import Any
 from kelpie.actor.actor import Actor, overrides_hook
 from kelpie.actor.codec import StateCodec, StateRecord, encode_json, pack_record
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY, idempotency_slot_key
 from kelpie.errors import (
     ActorActiveElsewhereError,
@@ -33,6 +32,7 @@ from kelpie.errors import (
     StorageError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.runtime.deadline import within
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kelpie.actor.codec import decode_json
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import idempotency_key
 from kelpie.errors import CorruptStateError, IdempotencyKeyReusedError
+from kelpie.identity import ActorId
 
 __all__ = ["Idempotency"]
 

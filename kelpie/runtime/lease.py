@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 
 __all__ = ["Leases"]
 

@@ -11,13 +11,13 @@ from typing import Any, Self
 
 from kelpie.actor.actor import Actor, handlers_of
 from kelpie.actor.codec import JsonCodec, StateCodec, encode_json
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     ConfigError,
     RuntimeClosedError,
     UnknownActorTypeError,
     UnknownOperationError,
 )
+from kelpie.identity import ActorId
 from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases

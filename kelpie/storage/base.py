@@ -13,8 +13,9 @@ import abc
 from types import TracebackType
 from typing import Self
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import StorageClosedError, TransactionClosedError, TransactionConflictError
+from kelpie.identity import ActorId
+from kelpie.storage.lifecycle import DEFAULT_PAGE, check_list_arguments, unsupported
 from kelpie.storage.limits import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -207,6 +208,20 @@ class StorageBase(abc.ABC):
     async def _close(self) -> None:
         """Release connections, files and threads; called once."""
 
+    async def _list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        """Up to ``limit`` actors with a stored record, in ``ActorId`` order, after ``after``.
+
+        A subclass written before this method existed inherits this default,
+        which says by name that the backend lacks it.
+        """
+        raise unsupported(self, "list_actors")
+
+    async def _delete_actor(self, actor: ActorId) -> None:
+        """Remove every record of ``actor`` atomically (see ``delete_actor``)."""
+        raise unsupported(self, "delete_actor")
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError(f"{self!r} is closed")
@@ -235,6 +250,33 @@ class StorageBase(abc.ABC):
         self._check_open()
         check_actor(actor)
         return self._transaction(actor)
+
+    async def list_actors(
+        self,
+        namespace: str | None = None,
+        *,
+        after: ActorId | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> list[ActorId]:
+        """Actors with at least one stored record, in ``ActorId`` order, paged by ``after``.
+
+        ``namespace=None`` lists every namespace. A page shorter than ``limit``
+        is the last one. ``after`` need not exist (it may have been deleted).
+        """
+        self._check_open()
+        check_list_arguments(namespace, after, limit)
+        return await self._list_actors(namespace, after, limit)
+
+    async def delete_actor(self, actor: ActorId) -> None:
+        """Remove every record of ``actor`` (state, KV, idempotency records, version) atomically.
+
+        A transaction that read the actor before the delete fails its commit
+        with ``TransactionConflictError`` -- also if the actor was created again
+        meanwhile. Deleting an actor with no records does nothing.
+        """
+        self._check_open()
+        check_actor(actor)
+        await self._delete_actor(actor)
 
     async def close(self) -> None:
         if self._closed:

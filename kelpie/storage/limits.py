@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import InvalidKeyError, ValueTooLargeError
+from kelpie.identity import ActorId
 
 __all__ = [
     "MAX_KEY_BYTES",

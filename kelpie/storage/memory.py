@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import ConfigError, StorageUnavailableError, TransactionConflictError
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH, Batcher
 from kelpie.storage.options import as_bool, as_float, as_int, merge_options

@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 
 __all__ = ["Storage", "Transaction"]
 
@@ -65,6 +65,29 @@ class Storage(Protocol):
     async def list_keys(self, actor: ActorId, prefix: bytes = b"") -> list[bytes]: ...
 
     def transaction(self, actor: ActorId) -> Transaction: ...
+
+    async def list_actors(
+        self,
+        namespace: str | None = None,
+        *,
+        after: ActorId | None = None,
+        limit: int = 1000,
+    ) -> list[ActorId]:
+        """Actors with at least one stored record, in ``ActorId`` order, paged by ``after``.
+
+        Backends written before this method existed may lack it: reach it
+        through ``kelpie.storage.lifecycle.list_actors``, which then raises
+        ``UnsupportedOperationError``.
+        """
+        ...
+
+    async def delete_actor(self, actor: ActorId) -> None:
+        """Remove every record of ``actor`` atomically; a transaction that read it
+        before fails its commit with ``TransactionConflictError``.
+
+        May be missing on older backends: see ``kelpie.storage.lifecycle``.
+        """
+        ...
 
     async def close(self) -> None: ...
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kelpie.errors import ConfigError
+from kelpie.storage.lifecycle import note_scheme
 from kelpie.storage.protocol import Storage
 from kelpie.storage.url import StorageURL
 
@@ -46,7 +47,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "redis": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
     "rediss": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
     "unix": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
-    "redis+cluster": ("kelpie.storage.redis_cluster:open_redis_cluster", "'kelpie[redis]'"),
+    "redis+cluster": ("kelpie.storage.redis.cluster:open_redis_cluster", "'kelpie[redis]'"),
     # sqlite3 is in the standard library: missing, the Python build lacks it.
     "sqlite": ("kelpie.storage.sqlite:open_sqlite", None),
 }
@@ -134,4 +135,6 @@ def open_storage(url: str | None = None, **options: Any) -> Storage:
     """
     resolved = resolve_url(url)
     scheme = StorageURL.parse(resolved).scheme
-    return _factory_for(scheme)(resolved, **options)
+    storage = _factory_for(scheme)(resolved, **options)
+    note_scheme(storage, scheme)
+    return storage

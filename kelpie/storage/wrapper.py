@@ -11,7 +11,9 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
+from kelpie.storage import lifecycle
+from kelpie.storage.lifecycle import DEFAULT_PAGE
 from kelpie.storage.protocol import Storage, Transaction
 
 __all__ = ["StorageWrapper", "TransactionWrapper"]
@@ -82,6 +84,18 @@ class StorageWrapper:
 
     def transaction(self, actor: ActorId) -> Transaction:
         return self.inner.transaction(actor)
+
+    async def list_actors(
+        self,
+        namespace: str | None = None,
+        *,
+        after: ActorId | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> list[ActorId]:
+        return await lifecycle.list_actors(self.inner, namespace, after=after, limit=limit)
+
+    async def delete_actor(self, actor: ActorId) -> None:
+        await lifecycle.delete_actor(self.inner, actor)
 
     async def close(self) -> None:
         await self.inner.close()

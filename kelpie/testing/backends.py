@@ -126,7 +126,7 @@ def _fakeredis_handle() -> StoreHandle:
     import fakeredis
     from redis.asyncio.connection import BlockingConnectionPool
 
-    from kelpie.storage.redis import RedisStorage
+    from kelpie.storage.redis.storage import RedisStorage
 
     server = fakeredis.FakeServer()
     prefix = _unique("fake")

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.inspect import KelpieInspector
 from kelpie.dst.workloads.ledger import InsufficientFundsError, LedgerAccount, LedgerState
 from kelpie.errors import StorageError
+from kelpie.identity import ActorId
 from kelpie.runtime import Runtime
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage

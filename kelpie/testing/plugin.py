@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 from kelpie.testing.backends import (
     BUILTIN_BACKENDS,

@@ -33,8 +33,8 @@ import kelpie.errors as kerrors
 from kelpie.actor.actor import Actor
 from kelpie.actor.codec import StateRecord
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY, user_prefix
+from kelpie.identity import ActorId
 from kelpie.runtime.runtime import Runtime
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage

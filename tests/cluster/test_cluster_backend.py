@@ -10,8 +10,8 @@ import redis.exceptions as rex
 
 from kelpie import ActorId, open_storage
 from kelpie.errors import CommitOutcomeUnknownError, ConfigError, StorageUnavailableError
-from kelpie.storage.redis_cluster import RedisClusterStorage, open_redis_cluster
-from kelpie.storage.redis_keys import actor_keys
+from kelpie.storage.redis.cluster import RedisClusterStorage, open_redis_cluster
+from kelpie.storage.redis.keys import actor_keys
 from kelpie.testing.redis_cluster import RedisCluster, cluster_command, key_slot
 
 

@@ -24,7 +24,7 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
-from kelpie.storage.redis_cluster import RedisClusterStorage
+from kelpie.storage.redis.cluster import RedisClusterStorage
 from kelpie.testing.redis_cluster import RedisCluster, cluster_command
 from kelpie.testing.runtime_node import LedgerAccount, ledger_violations
 from tests.cluster.conftest import _missing
@@ -62,7 +62,7 @@ def _wait_replicated(cluster: RedisCluster, master: int, replica: int) -> None:
 
 
 def _actors_on(storage: RedisClusterStorage, cluster: RedisCluster, port: int) -> list[ActorId]:
-    from kelpie.storage.redis_keys import actor_keys
+    from kelpie.storage.redis.keys import actor_keys
     from kelpie.testing.redis_cluster import key_slot
 
     topology = cluster.topology()

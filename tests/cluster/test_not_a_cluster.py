@@ -12,7 +12,7 @@ import pytest
 
 from kelpie import ActorId, open_storage
 from kelpie.errors import ConfigError, KelpieError, StorageUnavailableError
-from kelpie.storage.redis_cluster import open_redis_cluster
+from kelpie.storage.redis.cluster import open_redis_cluster
 from kelpie.testing.redis_server import RedisServer
 
 _PASSWORD = "pw-n0t-in-messages"

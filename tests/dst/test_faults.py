@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.faults import FaultInjector, FaultKind, FaultPlan, FaultSpec, FaultyStorage
 from kelpie.dst.loop import run_simulation
 from kelpie.errors import (
@@ -18,6 +17,7 @@ from kelpie.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.memory import MemoryStorage
 
 A = ActorId("acct", "a")

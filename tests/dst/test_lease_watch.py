@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from kelpie.actor.codec import pack_record
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import STATE_KEY
 from kelpie.dst.lease_watch import LeaseWatch
+from kelpie.identity import ActorId
 
 A = ActorId("acct", "a")
 

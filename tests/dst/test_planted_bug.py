@@ -13,13 +13,13 @@ from typing import Self
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.actor.keys import USER
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import RUNTIMES, RuntimeKind, RuntimeLike, RuntimeOptions, SimConfig
 from kelpie.dst.inspect import KelpieInspector
 from kelpie.dst.process import kelpie_runtime
 from kelpie.dst.storm import run_storm
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.wrapper import StorageWrapper
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.linearizability import UNKNOWN, Model
 from kelpie.dst.recorder import HistoryRecorder, ReplayMismatch, freeze
 from kelpie.dst.workloads.models import LedgerModel, RegisterModel
 from kelpie.dst.workloads.registers import RegisterFailure
+from kelpie.identity import ActorId
 
 REG = ActorId("register", "r0")
 ACCT = ActorId("ledger", "a0")

@@ -8,7 +8,6 @@ import random
 from collections.abc import Hashable
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import SimConfig
 from kelpie.dst.linearizability import UNKNOWN, Op, check_partition
@@ -22,6 +21,7 @@ from kelpie.dst.workloads.registers import (
     RegisterFailure,
     RegistersWorkload,
 )
+from kelpie.identity import ActorId
 from kelpie.runtime import Runtime
 from kelpie.storage.memory import MemoryStorage
 from tests.dst.conftest import dst_seeds

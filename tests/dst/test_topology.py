@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from kelpie.actor.id import ActorId
 from kelpie.dst import SimConfig, run_seed
 from kelpie.dst.client import KeyWindow
 from kelpie.dst.cluster import Topology
 from kelpie.dst.process import RUNTIMES
 from kelpie.dst.workloads import WORKLOADS
+from kelpie.identity import ActorId
 from tests.dst.conftest import dst_seeds
 
 A = ActorId("acct", "a")

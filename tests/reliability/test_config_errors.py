@@ -34,7 +34,7 @@ def test_lmdb_max_readers_out_of_range_is_a_config_error(tmp_path: Path) -> None
 def lmdb_never_opens(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test instead of opening an environment (the URLs below name "/")."""
     pytest.importorskip("lmdb")
-    import kelpie.storage.lmdb as lmdb_backend
+    import kelpie.storage.lmdb.storage as lmdb_backend
 
     def must_not_open(directory: str, *args: object) -> NoReturn:
         pytest.fail(f"an LMDB environment was about to be opened in {directory!r}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 from kelpie.reliability.hostile import Fuzzer, password_leaks, wrong_passwords
 from kelpie.storage.memory import MemoryStorage
 from kelpie.testing.redis_server import RedisServer, _free_port

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import StorageFullError
+from kelpie.identity import ActorId
 from kelpie.reliability.lmdb_kills import kill_writers, two_writers
 from kelpie.storage.registry import open_storage
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
 from kelpie.dst.harness import Simulation, WorkloadBase
 from kelpie.dst.invariants import kv_matches_state
+from kelpie.identity import ActorId
 
 __all__ = ["Account", "BankAccount", "BankWorkload", "InsufficientFundsError"]
 

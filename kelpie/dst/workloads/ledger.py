@@ -29,11 +29,11 @@ from typing import Any, ClassVar
 
 from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
 from kelpie.dst.harness import Outcome, Simulation, WorkloadBase
 from kelpie.dst.invariants import OperationLog, kv_matches_state
 from kelpie.dst.linearizability import Model
 from kelpie.dst.workloads.models import LedgerModel
+from kelpie.identity import ActorId
 
 __all__ = ["InsufficientFundsError", "LedgerAccount", "LedgerState", "LedgerWorkload"]
 

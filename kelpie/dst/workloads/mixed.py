@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from kelpie.actor.id import ActorId
 from kelpie.dst.harness import Simulation, WorkloadBase
 from kelpie.dst.linearizability import Model
 from kelpie.dst.workloads.ledger import LedgerWorkload
 from kelpie.dst.workloads.registers import RegistersWorkload
+from kelpie.identity import ActorId
 
 __all__ = ["MixedWorkload"]
 

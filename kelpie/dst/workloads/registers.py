@@ -37,11 +37,11 @@ from typing import Any, ClassVar, Final
 
 from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
-from kelpie.actor.id import ActorId
 from kelpie.dst.harness import Outcome, Simulation, WorkloadBase
 from kelpie.dst.linearizability import Model
 from kelpie.dst.recorder import freeze
 from kelpie.dst.workloads.models import RegisterModel
+from kelpie.identity import ActorId
 
 __all__ = ["Register", "RegisterFailure", "RegisterState", "RegistersWorkload"]
 

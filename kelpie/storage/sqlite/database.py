@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
@@ -31,6 +30,7 @@ from kelpie.errors import (
     StorageFullError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.base import Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.sqlite.errors import is_busy, is_full, translate

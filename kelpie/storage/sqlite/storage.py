@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import CommitOutcomeUnknownError, TransactionConflictError
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import Batcher
 from kelpie.storage.sqlite.database import CommitJob, Database, SQLiteOptions

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from kelpie.actor.id import MAX_ID_PART_BYTES, ActorId
+from kelpie.identity import MAX_ID_PART_BYTES, ActorId
 
 __all__ = ["COLLIDING_PAIRS", "HANG_GUARD", "bounded", "colliding_pair"]
 

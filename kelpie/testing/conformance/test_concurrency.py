@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import TransactionConflictError
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 from kelpie.testing.conformance._support import bounded
 from kelpie.testing.plugin import ActorFactory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kelpie.actor.id import ActorId
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 from kelpie.testing.conformance._support import COLLIDING_PAIRS, colliding_pair
 from kelpie.testing.plugin import ActorFactory

@@ -25,8 +25,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import TransactionClosedError, TransactionConflictError
+from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.testing.backends import StoreHandle
 from kelpie.testing.plugin import reopen_disabled

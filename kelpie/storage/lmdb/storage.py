@@ -25,16 +25,16 @@ import struct
 from collections.abc import Coroutine
 from typing import Any
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
     CorruptStateError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import Batcher
-from kelpie.storage.lmdb_env import (
+from kelpie.storage.lmdb.env import (
     LMDBOptions,
     SharedEnv,
     Txn,

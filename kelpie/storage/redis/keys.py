@@ -22,8 +22,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import ConfigError
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction
 
 __all__ = [

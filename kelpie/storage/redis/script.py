@@ -2,7 +2,7 @@
 
 ``kelpie.storage.redis`` sends it (``EVALSHA``, then ``EVAL`` on ``NOSCRIPT``);
 servers that refuse scripting get ``WATCH``/``MULTI``/``EXEC`` instead
-(``kelpie.storage.redis_multi``).
+(``kelpie.storage.redis.multi``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 from kelpie.storage.base import Writes
-from kelpie.storage.redis_keys import ActorKeys
-from kelpie.storage.redis_pipeline import BULK_HEADER_LIMIT, BULK_HEADERS, CRLF, pack, pack_args
+from kelpie.storage.redis.keys import ActorKeys
+from kelpie.storage.redis.pipeline import BULK_HEADER_LIMIT, BULK_HEADERS, CRLF, pack, pack_args
 
 __all__ = [
     "COMMIT_SCRIPT",

@@ -1,9 +1,9 @@
 """``redis://``, ``rediss://``, ``unix://``: actor records in Redis, one check-and-set per commit.
 
-Key layout and hash slots: ``kelpie.storage.redis_keys`` (ADR 0003). The
+Key layout and hash slots: ``kelpie.storage.redis.keys`` (ADR 0003). The
 commit protocol and why it needs no ``WATCH``: ADR 0008. Connections and
-group commit: ``kelpie.storage.redis_pipeline``. Error translation:
-``kelpie.storage.redis_errors``. Operator guide: ``docs/backends/redis.md``.
+group commit: ``kelpie.storage.redis.pipeline``. Error translation:
+``kelpie.storage.redis.errors``. Operator guide: ``docs/backends/redis.md``.
 
 A transaction's first read sends ``GET version`` and the read command in one
 request (Redis runs one connection's commands in order) and remembers the
@@ -24,10 +24,10 @@ bytes were handed to the socket, so it can tell "nothing was written"
 (``StorageUnavailableError``) from "it may have landed"
 (``CommitOutcomeUnknownError``).
 
-The script itself: ``kelpie.storage.redis_script``. ``commit=multi`` (or a
+The script itself: ``kelpie.storage.redis.script``. ``commit=multi`` (or a
 server that answers the script ``NOPERM`` or "unknown command", logged once,
 then kept for the storage) commits with ``WATCH``/``MULTI``/``EXEC`` instead:
-``kelpie.storage.redis_multi`` (ADR 0011).
+``kelpie.storage.redis.multi`` (ADR 0011).
 """
 
 from __future__ import annotations
@@ -49,25 +49,25 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import (
     ConfigError,
     CorruptStateError,
     StorageUnavailableError,
     TransactionConflictError,
 )
+from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
-from kelpie.storage.redis_errors import translate_redis_error
-from kelpie.storage.redis_keys import (
+from kelpie.storage.redis.errors import translate_redis_error
+from kelpie.storage.redis.keys import (
     ActorKeys,
     RedisReads,
     actor_keys,
     check_prefix_name,
     lex_range,
 )
-from kelpie.storage.redis_multi import (
+from kelpie.storage.redis.multi import (
     COMMIT_MODES,
     Dedicated,
     MultiTransaction,
@@ -75,7 +75,7 @@ from kelpie.storage.redis_multi import (
     fall_back_to_multi,
     refuses_scripting,
 )
-from kelpie.storage.redis_pipeline import (
+from kelpie.storage.redis.pipeline import (
     Command,
     Multiplexer,
     Request,
@@ -83,7 +83,7 @@ from kelpie.storage.redis_pipeline import (
     pack,
     roundtrip,
 )
-from kelpie.storage.redis_script import (
+from kelpie.storage.redis.script import (
     COMMIT_SCRIPT,
     EVAL_HEAD,
     EVALSHA_HEAD,
@@ -213,7 +213,7 @@ class RedisStorage(StorageBase):
     through the same code path, and ``close()`` closes the client unless
     ``close_client=False``. Every key kelpie touches starts with
     ``prefix + ":"``. ``group_commit`` and ``max_batch``: see the module
-    docstring and ``kelpie.storage.redis_pipeline``.
+    docstring and ``kelpie.storage.redis.pipeline``.
     """
 
     commit_mode: str = "script"

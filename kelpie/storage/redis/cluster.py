@@ -1,11 +1,11 @@
 """``redis+cluster://``: actor records in Redis Cluster, one hash slot per actor.
 
 Every record of an actor lives in one hash slot (the hash tag of
-``kelpie.storage.redis_keys``), so a transaction is exactly the single-server
+``kelpie.storage.redis.keys``), so a transaction is exactly the single-server
 one of ``kelpie.storage.redis`` — ``GET version`` with the first read, then
 one check-and-set script (``EVALSHA``) as the commit (ADR 0008) — sent to the
 master that owns the actor's slot. With ``group_commit`` (the default) each
-node has one multiplexed connection (``kelpie.storage.redis_pipeline``).
+node has one multiplexed connection (``kelpie.storage.redis.pipeline``).
 This module only adds the routing:
 
 - a slot map built from ``CLUSTER SLOTS`` (asked of any reachable node, seeds
@@ -40,13 +40,13 @@ import redis.exceptions as rex
 from redis.asyncio.connection import BlockingConnectionPool, Connection, ConnectionPool
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import CommitOutcomeUnknownError, ConfigError, StorageUnavailableError
+from kelpie.identity import ActorId
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.options import as_int, merge_options
-from kelpie.storage.redis import COMMON_OPTIONS, DEFAULT_PREFIX, CommonOptions, RedisStorage
-from kelpie.storage.redis_keys import ActorKeys, actor_keys, check_prefix_name
-from kelpie.storage.redis_pipeline import pack, roundtrip
+from kelpie.storage.redis.keys import ActorKeys, actor_keys, check_prefix_name
+from kelpie.storage.redis.pipeline import pack, roundtrip
+from kelpie.storage.redis.storage import COMMON_OPTIONS, DEFAULT_PREFIX, CommonOptions, RedisStorage
 from kelpie.storage.url import StorageURL
 
 __all__ = ["RedisClusterStorage", "open_redis_cluster"]

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as rex
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
-from kelpie.actor.id import ActorId
 from kelpie.errors import CorruptStateError, StorageUnavailableError, TransactionConflictError
+from kelpie.identity import ActorId
 from kelpie.storage.base import Writes
-from kelpie.storage.redis_keys import ActorKeys, RedisReads, actor_keys
-from kelpie.storage.redis_pipeline import (
+from kelpie.storage.redis.keys import ActorKeys, RedisReads, actor_keys
+from kelpie.storage.redis.pipeline import (
     Command,
     Request,
     checkout,
@@ -51,7 +51,7 @@ from kelpie.storage.redis_pipeline import (
 )
 
 if TYPE_CHECKING:
-    from kelpie.storage.redis import RedisStorage
+    from kelpie.storage.redis.storage import RedisStorage
 
 __all__ = [
     "COMMIT_MODES",

@@ -1,0 +1,66 @@
+"""``ActorId``: the identity of a virtual actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kelpie.errors import InvalidActorIdError
+
+__all__ = ["MAX_ID_PART_BYTES", "ActorId"]
+
+MAX_ID_PART_BYTES = 128
+
+
+def _checked_part(name: str, value: object) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidActorIdError(f"ActorId {name} must be a str, got {type(value).__name__}")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidActorIdError(f"ActorId {name} is not valid Unicode: {exc}") from exc
+    if not encoded:
+        raise InvalidActorIdError(f"ActorId {name} must not be empty")
+    if len(encoded) > MAX_ID_PART_BYTES:
+        raise InvalidActorIdError(
+            f"ActorId {name} is {len(encoded)} UTF-8 bytes; the limit is {MAX_ID_PART_BYTES}"
+        )
+    return encoded
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ActorId:
+    """An actor's identity: its type's ``namespace`` and its ``id`` within it.
+
+    Both parts are non-empty strings of at most 128 UTF-8 bytes; any characters
+    are allowed. Frozen, hashable and ordered (by namespace, then id).
+    """
+
+    namespace: str
+    id: str
+    _encoded: bytes = field(init=False, repr=False, compare=False, hash=False)
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        ns = _checked_part("namespace", self.namespace)
+        ident = _checked_part("id", self.id)
+        object.__setattr__(self, "_encoded", bytes((len(ns),)) + ns + bytes((len(ident),)) + ident)
+        # Ids are dict keys on every invocation's path: hash once.
+        object.__setattr__(self, "_hash", hash((self.namespace, self.id)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[ActorId], tuple[str, str]]:
+        # Rebuilt through the constructor: str hashes differ between processes.
+        return (ActorId, (self.namespace, self.id))
+
+    def encode(self) -> bytes:
+        """An injective, self-delimiting byte encoding of this id.
+
+        One length byte and the UTF-8 bytes of each part: no two ids share an
+        encoding, and no encoding is a prefix of another's (ADR 0001).
+        """
+        return self._encoded
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.id}"
