@@ -48,6 +48,8 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "rediss": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
     "unix": ("kelpie.storage.redis:open_redis", "'kelpie[redis]'"),
     "redis+cluster": ("kelpie.storage.redis.cluster:open_redis_cluster", "'kelpie[redis]'"),
+    "postgresql": ("kelpie.storage.postgres:open_postgres", "'kelpie[postgres]'"),
+    "postgres": ("kelpie.storage.postgres:open_postgres", "'kelpie[postgres]'"),
     # sqlite3 is in the standard library: missing, the Python build lacks it.
     "sqlite": ("kelpie.storage.sqlite:open_sqlite", None),
 }

@@ -21,6 +21,7 @@ from kelpie.storage.registry import open_storage
 from kelpie.storage.url import StorageURL
 
 if TYPE_CHECKING:
+    from kelpie.testing.postgres_server import PostgresServer
     from kelpie.testing.redis_server import RedisServer
 
 __all__ = [
@@ -39,6 +40,7 @@ BUILTIN_BACKENDS: tuple[str, ...] = (
     "redis-multi",
     "lmdb",
     "sqlite",
+    "postgres",
 )
 """The backends the suite runs against when no ``--storage-url`` is given."""
 
@@ -59,6 +61,7 @@ def missing_requirement(backend: str) -> str | None:
         "redis-multi": [("redis", "redis")],
         "lmdb": [("lmdb", "lmdb")],
         "sqlite": [],
+        "postgres": [("asyncpg", "asyncpg")],
     }
     for module, package in needs[backend]:
         if not _has_module(module):
@@ -72,6 +75,10 @@ def missing_requirement(backend: str) -> str | None:
         return "lmdb: kelpie.storage.lmdb is not available"
     if backend == "sqlite" and not _has_module("sqlite3"):
         return "sqlite: this Python was built without the sqlite3 module"
+    if backend == "postgres":
+        from kelpie.testing.postgres_server import missing_postgres
+
+        return missing_postgres()
     if backend in ("redis", "redis-multi") and shutil.which("redis-server") is None:
         return f"{backend}: no redis-server executable on PATH"
     return None
@@ -159,16 +166,24 @@ def _sqlite_handle(directory: Path) -> StoreHandle:
     return StoreHandle("sqlite", lambda: open_storage(f"sqlite://{path}"))
 
 
+def _postgres_handle(server: PostgresServer) -> StoreHandle:
+    """A fresh table on the shared server (tables die with the server)."""
+    url = server.url(table=_unique("pg").replace("-", "_"))
+    return StoreHandle("postgres", lambda: open_storage(url))
+
+
 def builtin_handle(
     backend: str,
     *,
     tmp_path: Path,
     redis_server: Callable[[], RedisServer],
+    postgres_server: Callable[[], PostgresServer] | None = None,
 ) -> StoreHandle:
     """A fresh store of a built-in test backend.
 
-    ``redis_server`` is called only for the ``redis`` backends, so the shared
-    server starts on first need.
+    ``redis_server`` is called only for the ``redis`` backends, and
+    ``postgres_server`` only for ``postgres``, so each shared server starts on
+    first need.
     """
     if backend == "memory":
         return _memory_handle()
@@ -182,6 +197,10 @@ def builtin_handle(
         return _lmdb_handle(tmp_path)
     if backend == "sqlite":
         return _sqlite_handle(tmp_path)
+    if backend == "postgres":
+        if postgres_server is None:
+            raise ValueError("the postgres test backend needs a postgres_server")
+        return _postgres_handle(postgres_server())
     raise ValueError(f"unknown built-in test backend {backend!r}; known: {BUILTIN_BACKENDS}")
 
 

@@ -46,6 +46,7 @@ from kelpie.testing.backends import (
 )
 
 if TYPE_CHECKING:
+    from kelpie.testing.postgres_server import PostgresServer
     from kelpie.testing.redis_server import RedisServer
 
 __all__ = ["ActorFactory", "Reopen"]
@@ -159,6 +160,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, on a free loopback port (a table per test)."""
+    reason = missing_requirement("postgres")
+    if reason is not None:
+        pytest.skip(reason)
+    from kelpie.testing.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
 @pytest.fixture
 def storage_backend(request: pytest.FixtureRequest) -> str:
     """The backend under test: a built-in name, or the password-free URL."""
@@ -186,7 +199,13 @@ def store_handle(
             started: RedisServer = request.getfixturevalue("redis_server")
             return started
 
-        handle = builtin_handle(param, tmp_path=tmp_path, redis_server=server)
+        def pg_server() -> PostgresServer:
+            started: PostgresServer = request.getfixturevalue("postgres_server")
+            return started
+
+        handle = builtin_handle(
+            param, tmp_path=tmp_path, redis_server=server, postgres_server=pg_server
+        )
     try:
         yield handle
     finally:

@@ -1,0 +1,134 @@
+"""``open_postgres``: parse a ``postgresql://`` URL and its options (no network I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kelpie.errors import ConfigError
+from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
+from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
+from kelpie.storage.url import StorageURL
+
+if TYPE_CHECKING:
+    from kelpie.storage.postgres.storage import PostgresStorage
+
+__all__ = ["DEFAULT_PORT", "DEFAULT_TABLE", "PostgresOptions", "open_postgres", "postgres_options"]
+
+DEFAULT_PORT = 5432
+DEFAULT_TABLE = "kelpie"
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_MAX_TABLE_BYTES = 56  # NAMEDATALEN - 1 = 63, less the "_actors" of the index name
+
+_OPTIONS = {
+    "table": as_str,
+    "sslmode": as_str,
+    "pool_min": as_int,
+    "pool_max": as_int,
+    "statement_timeout": as_int,
+    "connect_timeout": as_float,
+    "group_commit": as_bool,
+    "max_batch": as_int,
+}
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    """The checked connection and storage settings of a ``postgresql://`` storage."""
+
+    host: str
+    port: int
+    database: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    table: str = DEFAULT_TABLE
+    """The one table kelpie uses, exactly as named (created on first use)."""
+    sslmode: str = "prefer"
+    """libpq's ``sslmode``: disable, allow, prefer (default), require, verify-ca, verify-full."""
+    pool_min: int = 1
+    pool_max: int = 10
+    statement_timeout: int = 0
+    """Milliseconds after which the server cancels a statement (0: the server's setting)."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for a new connection before ``StorageUnavailableError``."""
+    group_commit: bool = True
+    max_batch: int = DEFAULT_MAX_BATCH
+
+    @property
+    def where(self) -> str:
+        """A password-free name of the store, for messages and ``repr``."""
+        user = f"{self.user}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{user}{host}:{self.port}/{self.database}?table={self.table}"
+
+
+def _check_table(name: str) -> str:
+    if not name or "\x00" in name:
+        raise ConfigError("option 'table' of postgresql:// must be a non-empty table name")
+    if len(name.encode("utf-8")) > _MAX_TABLE_BYTES:
+        raise ConfigError(
+            f"option 'table' of postgresql:// is at most {_MAX_TABLE_BYTES} bytes "
+            f"(PostgreSQL's name limit, less the index suffix)"
+        )
+    return name
+
+
+def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOptions:
+    """The options a ``postgresql://`` URL and keyword arguments give; ``ConfigError`` if bad."""
+    if parsed.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"open_postgres cannot open {parsed.scheme}:// URLs")
+    if parsed.hosts:
+        raise ConfigError("a postgresql:// URL names one server")
+    if not parsed.host:
+        raise ConfigError(
+            f"a {parsed.scheme}:// URL needs a host: {parsed.scheme}://user@localhost:5432/dbname"
+        )
+    database = parsed.path.strip("/")
+    if not database or "/" in database:
+        raise ConfigError(
+            f"the path of a {parsed.scheme}:// URL is the database name: "
+            f"{parsed.scheme}://user@host:5432/dbname"
+        )
+    values = merge_options(parsed.scheme, parsed.options, kwargs, _OPTIONS)
+    sslmode = values.get("sslmode", "prefer").strip().lower()
+    if sslmode not in SSL_MODES:
+        raise ConfigError(
+            "option 'sslmode' of postgresql:// must be one of " + ", ".join(SSL_MODES)
+        )
+    values["sslmode"] = sslmode
+    options = PostgresOptions(
+        host=parsed.host,
+        port=parsed.port if parsed.port is not None else DEFAULT_PORT,
+        database=database,
+        user=parsed.username,
+        password=parsed.password,
+        **values,
+    )
+    _check_table(options.table)
+    if options.pool_min < 0 or options.pool_max < 1 or options.pool_min > options.pool_max:
+        raise ConfigError(
+            "options 'pool_min' and 'pool_max' of postgresql:// need 0 <= pool_min <= pool_max "
+            f"and pool_max >= 1 (got {options.pool_min}, {options.pool_max})"
+        )
+    if options.statement_timeout < 0:
+        raise ConfigError("option 'statement_timeout' of postgresql:// is milliseconds >= 0")
+    if not options.connect_timeout > 0:
+        raise ConfigError("option 'connect_timeout' of postgresql:// must be positive (seconds)")
+    if options.max_batch < 1:
+        raise ConfigError("option 'max_batch' of postgresql:// must be at least 1")
+    return options
+
+
+def open_postgres(url: str, **options: Any) -> PostgresStorage:
+    """Factory for ``postgresql://[user[:password]@]host[:port]/dbname[?table=NAME&...]``
+    (also ``postgres://``); no network I/O until first use.
+
+    Options (URL query or keywords): ``table`` (default ``kelpie``), ``sslmode``
+    (disable, allow, prefer -- the default --, require, verify-ca, verify-full),
+    ``pool_min``/``pool_max`` (connections, default 1/10), ``statement_timeout``
+    (ms, default 0: the server's), ``connect_timeout`` (s, default 10),
+    ``group_commit`` (default true), ``max_batch`` (default 128).
+    """
+    from kelpie.storage.postgres.storage import PostgresStorage  # imports asyncpg
+
+    return PostgresStorage(postgres_options(StorageURL.parse(url), options))
