@@ -192,7 +192,14 @@ class PostgresServer:
             lines = (self.data / "postmaster.pid").read_text(encoding="ascii").splitlines()
         except OSError:
             return False
-        return len(lines) >= 8 and lines[7].strip() == "ready"
+        # A killed server leaves its pid file ("ready") behind: only ours counts.
+        process = self._process
+        return (
+            process is not None
+            and len(lines) >= 8
+            and lines[0].strip() == str(process.pid)
+            and lines[7].strip() == "ready"
+        )
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -387,7 +387,7 @@ class Database:
                     raise _Retry(self.error(exc, "deleting an actor")) from exc
                 error = self.error(exc, "deleting an actor", sent=committing)
                 if isinstance(error, CommitOutcomeUnknownError):
-                    conn.terminate()
+                    _terminate(conn)  # never reuse a connection in an unknown state
                 raise error from exc
         finally:
             await _release(pool, conn)
@@ -405,6 +405,11 @@ async def _release(pool: asyncpg.Pool, conn: Any) -> None:
     try:
         await pool.release(conn)
     except Exception:
+        _terminate(conn)
+
+
+def _terminate(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # already released by a dying connection
         conn.terminate()
 
 
