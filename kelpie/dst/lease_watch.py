@@ -48,7 +48,9 @@ class LeaseWatch:
     def observe(self, actor: ActorId, writes: Writes) -> None:
         raw = writes.get(STATE_KEY)
         if raw is None:
-            return  # not a runtime commit of the state record (or a delete of it)
+            if STATE_KEY in writes:  # the record was deleted (delete_actor): no lease left
+                self._last.pop(actor, None)
+            return  # not a runtime commit of the state record
         try:
             owner = StateRecord.decode(raw, str(actor)).owner
         except CorruptStateError:

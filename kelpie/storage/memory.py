@@ -12,6 +12,13 @@ arrived meanwhile is applied with it, each with its own version check. A
 batch is applied at once at the end of its wait -- all of it or, if its
 writer is cancelled first (a simulated crash), none of it. Options:
 ``group_commit`` (default true), ``max_batch``, ``commit_latency``.
+
+``delete_actor`` goes through the same batches as commits, so it is ordered
+with them. It leaves nothing of the actor behind; versions still never repeat
+(ADR 0013): the store keeps one counter, ``deletes``, which every delete
+moves past the deleted actor's version, and an actor created afterwards
+starts from it. A transaction that read an actor as absent notes the counter
+and conflicts if it moved (coarse: any delete in the store counts).
 """
 
 from __future__ import annotations
@@ -58,17 +65,73 @@ class _ActorRecords:
         self.version += 1
 
 
+_ABSENT = _ActorRecords()
+"""What a transaction sees of an actor with no records (never written to)."""
+
+
+def _order(actor: ActorId) -> tuple[str, str]:
+    return actor.namespace, actor.id
+
+
 @dataclass
 class _Store:
     actors: dict[ActorId, _ActorRecords] = field(default_factory=dict)
+    """Every actor with a version record (some may have no keys left)."""
+    listed: list[ActorId] = field(default_factory=list)
+    """The actors with at least one key, in ``ActorId`` order (what ``list_actors`` pages)."""
+    deletes: int = 0
+    """Moved past the deleted actor's version by every ``delete_actor``; a new actor's
+    versions start above it, so no version of an actor ever comes back (ADR 0013)."""
     on_apply: Callable[[ActorId, Writes], None] | None = None
-    """Simulator hook: called with each commit's actor and writes as it is applied."""
+    """Simulator hook: called with each commit's actor and writes as it is applied
+    (a ``delete_actor``: every key it removed, each mapped to ``None``)."""
 
-    def records(self, actor: ActorId) -> _ActorRecords:
+    def apply(
+        self, actor: ActorId, read_version: int | None, read_deletes: int, writes: Writes
+    ) -> None:
+        """Apply one commit, or raise ``TransactionConflictError`` and apply nothing."""
         records = self.actors.get(actor)
         if records is None:
-            records = self.actors[actor] = _ActorRecords()
-        return records
+            _check_version(actor, _ABSENT, read_version)
+            if read_version == 0 and read_deletes != self.deletes:
+                raise _deleted_since_read(actor)
+            records = self.actors[actor] = _ActorRecords(version=self.deletes)
+        else:
+            _check_version(actor, records, read_version)
+        had_keys = bool(records.values)
+        records.apply(writes)
+        if had_keys != bool(records.values):
+            if had_keys:
+                self._unlist(actor)
+            else:
+                bisect.insort(self.listed, actor, key=_order)
+
+    def delete_actor(self, actor: ActorId) -> Writes | None:
+        """Remove ``actor`` entirely; the keys it had, each mapped to None (None: absent)."""
+        records = self.actors.pop(actor, None)
+        if records is None:
+            return None
+        self.deletes = max(self.deletes, records.version) + 1
+        if records.values:
+            self._unlist(actor)
+        return dict.fromkeys(records.sorted_keys)
+
+    def _unlist(self, actor: ActorId) -> None:
+        listed = self.listed
+        at = bisect.bisect_left(listed, _order(actor), key=_order)
+        del listed[at]
+
+    def list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        listed = self.listed
+        start = 0 if namespace is None else bisect.bisect_left(listed, (namespace, ""), key=_order)
+        if after is not None:
+            start = max(start, bisect.bisect_right(listed, _order(after), key=_order))
+        page = listed[start : start + limit]
+        if namespace is not None and page and page[-1].namespace != namespace:
+            page = [actor for actor in page if actor.namespace == namespace]
+        return page
 
 
 _named_stores: dict[str, _Store] = {}
@@ -79,36 +142,42 @@ class _MemoryTransaction(BufferedTransaction):
 
     def __init__(self, storage: MemoryStorage, actor: ActorId) -> None:
         super().__init__(storage, actor)
-        self._records = storage._store.records(actor)
+        self._store = storage._store
         self._read_version: int | None = None
+        self._read_deletes = 0
 
-    def _note_read(self) -> None:
+    def _records(self) -> _ActorRecords:
+        """The actor's records now (``_ABSENT`` if none); the first call notes their version."""
+        store = self._store
+        records = store.actors.get(self.actor, _ABSENT)
         if self._read_version is None:
-            self._read_version = self._records.version
+            self._read_version = records.version
+            self._read_deletes = store.deletes
+        return records
 
     async def _read(self, key: bytes) -> bytes | None:
-        self._note_read()
-        return self._records.values.get(key)
+        return self._records().values.get(key)
 
     async def _read_keys(self, prefix: bytes) -> list[bytes]:
-        self._note_read()
-        return self._records.keys_with_prefix(prefix)
+        return self._records().keys_with_prefix(prefix)
 
     async def _validate(self) -> None:
-        _check_version(self.actor, self._records, self._read_version)
+        store = self._store
+        _check_version(self.actor, store.actors.get(self.actor, _ABSENT), self._read_version)
+        if self._read_version == 0 and self._read_deletes != store.deletes:
+            raise _deleted_since_read(self.actor)
 
     async def _commit(self, writes: Writes) -> None:
+        commit = (self.actor, self._read_version, self._read_deletes, writes)
         batcher = self._storage._batcher
         if batcher is None:
-            _apply(self.actor, self._records, self._read_version, writes)
-            on_apply = self._storage._store.on_apply
-            if on_apply is not None:
-                on_apply(self.actor, writes)
+            self._storage._apply_now(commit)
         else:
-            await batcher.submit((self.actor, self._records, self._read_version, writes))
+            await batcher.submit(commit)
 
 
-_Commit = tuple[ActorId, _ActorRecords, int | None, Writes]
+_Commit = tuple[ActorId, int | None, int, Writes | None]
+"""(actor, version read or None, ``deletes`` at that read, writes); writes None: delete_actor."""
 
 
 def _check_version(actor: ActorId, records: _ActorRecords, read_version: int | None) -> None:
@@ -118,22 +187,34 @@ def _check_version(actor: ActorId, records: _ActorRecords, read_version: int | N
         )
 
 
-def _apply(
-    actor: ActorId, records: _ActorRecords, read_version: int | None, writes: Writes
-) -> None:
-    _check_version(actor, records, read_version)
-    records.apply(writes)
+def _deleted_since_read(actor: ActorId) -> TransactionConflictError:
+    return TransactionConflictError(
+        f"an actor was deleted after this transaction read {actor} as absent "
+        "(the store counts deletes, not which actor they removed: ADR 0013)"
+    )
 
 
-def _apply_batch(batch: Sequence[_Commit]) -> list[BaseException | None]:
+def _apply(store: _Store, commit: _Commit) -> Writes | None:
+    """Apply one commit or delete; what the simulator's observer sees (None: nothing)."""
+    actor, read_version, read_deletes, writes = commit
+    if writes is None:
+        return store.delete_actor(actor)
+    store.apply(actor, read_version, read_deletes, writes)
+    return writes
+
+
+def _apply_batch(store: _Store, batch: Sequence[_Commit]) -> list[BaseException | None]:
     outcomes: list[BaseException | None] = []
+    on_apply = store.on_apply
     for commit in batch:
         try:
-            _apply(*commit)
+            applied = _apply(store, commit)
         except TransactionConflictError as exc:
             outcomes.append(exc)
-        else:
-            outcomes.append(None)
+            continue
+        outcomes.append(None)
+        if on_apply is not None and applied is not None:
+            on_apply(commit[0], applied)
     return outcomes
 
 
@@ -195,9 +276,14 @@ class MemoryStorage(StorageBase):
         )
 
     def commits_on(self, actor: ActorId) -> int:
-        """How many commits have landed on ``actor`` in this store (0 if none)."""
-        records = self._store.actors.get(actor)
-        return 0 if records is None else records.version
+        """``actor``'s version in this store (0 if it has no records).
+
+        Every commit on the actor moves it on, and it never comes back to a
+        value it had (a delete moves the store's floor past it): the
+        simulator compares it to tell whether anything landed since it last
+        looked. Without deletes it is the number of commits on the actor.
+        """
+        return self._store.actors.get(actor, _ABSENT).version
 
     def observe_commits(self, observer: Callable[[ActorId, Writes], None] | None) -> None:
         """Call ``observer(actor, writes)`` as each commit is applied, on every handle of
@@ -220,13 +306,13 @@ class MemoryStorage(StorageBase):
             self.on_batch(len(batch), self._commit_latency)
         if self._commit_latency > 0:
             await asyncio.sleep(self._commit_latency)  # the "fsync"; others queue meanwhile
-        outcomes = _apply_batch(batch)
-        on_apply = self._store.on_apply
-        if on_apply is not None:
-            for (actor, _, _, writes), outcome in zip(batch, outcomes, strict=True):
-                if outcome is None:
-                    on_apply(actor, writes)
-        return outcomes
+        return _apply_batch(self._store, batch)
+
+    def _apply_now(self, commit: _Commit) -> None:
+        """Without group commit: apply at once, or raise the commit's conflict."""
+        (outcome,) = _apply_batch(self._store, (commit,))
+        if outcome is not None:
+            raise outcome
 
     def __repr__(self) -> str:
         return f"MemoryStorage(memory://{self.name or ''})"
@@ -241,6 +327,19 @@ class MemoryStorage(StorageBase):
 
     def _transaction(self, actor: ActorId) -> _MemoryTransaction:
         return _MemoryTransaction(self, actor)
+
+    async def _list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        return self._store.list_actors(namespace, after, limit)
+
+    async def _delete_actor(self, actor: ActorId) -> None:
+        delete: _Commit = (actor, None, 0, None)
+        batcher = self._batcher
+        if batcher is None:
+            self._apply_now(delete)
+        else:
+            await batcher.submit(delete)
 
     async def _close(self) -> None:
         if self._batcher is not None:
