@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         action="append",
         help="a storage URL to measure (repeatable); default: memory://, LMDB and SQLite in a "
-        "temporary directory and Redis on a private redis-server (if on PATH) in both commit modes",
+        "temporary directory, Redis on a private redis-server (if on PATH) in both commit modes "
+        "and PostgreSQL on a private server (if installed)",
     )
     parser.add_argument(
         "--concurrency",
@@ -276,7 +277,8 @@ class _Bench:
             "inv/s, p50, p99: Runtime.invoke (state change + KV writes, one commit); "
             "raw: the same writes with the backend's own client (memory: a dict; lmdb: a py-lmdb "
             "write txn in a thread; sqlite: a sqlite3 txn in a thread; redis: WATCH/HGET + "
-            "MULTI/HSET/EXEC); ratio = inv/s / raw/s; "
+            "MULTI/HSET/EXEC; postgres: an asyncpg txn with a version check, one pooled "
+            "connection per actor); ratio = inv/s / raw/s; "
             "batch = mean commits per group-commit batch ('-': not reported)"
         )
 

@@ -15,6 +15,12 @@ of ``BenchActor.write``: read the actor's state, then write the new state and
   upsert state + keys, ``COMMIT``) on a file of its own in WAL mode, with the
   kelpie URL's ``sync``, in a temporary directory beside the store; each call on
   a worker thread (one connection per thread), as for LMDB.
+- ``postgresql://``, ``postgres://``: an ``asyncpg`` pool on the same server and
+  database (as many connections as concurrent actors), a table of its own
+  (dropped when closed); per invocation one transaction with a version check:
+  ``BEGIN``, read the state, compare-and-set it (``UPDATE ... WHERE value =
+  <read>``, or ``INSERT`` when absent; 0 rows is a conflict), upsert the keys,
+  ``COMMIT``.
 - ``redis://``, ``rediss://``, ``unix://``: a ``redis.asyncio`` client on the
   same server and database; per invocation the classic optimistic transaction:
   ``WATCH`` + ``HGET`` of the state, then a ``MULTI``/``HSET``/``EXEC`` pipeline
@@ -74,6 +80,8 @@ def open_raw(url: StorageURL, namespace: str) -> RawBaseline | None:
         return SqliteRaw.beside(url)
     if url.scheme in ("redis", "rediss", "unix"):
         return RedisRaw(url, namespace)
+    if url.scheme in ("postgresql", "postgres"):
+        return PostgresRaw(url, namespace)
     return None
 
 
@@ -340,3 +348,98 @@ class RedisRaw:
             ) from exc
         finally:
             await self._client.aclose()
+
+
+class PostgresRaw:
+    """``postgresql://``: one asyncpg transaction with a version check per invocation."""
+
+    name = "asyncpg txn per commit"
+
+    def __init__(self, url: StorageURL, namespace: str) -> None:
+        try:
+            import asyncpg
+        except ImportError as exc:
+            raise ConfigError(
+                "the raw PostgreSQL baseline needs asyncpg: pip install 'kelpie[postgres]'"
+            ) from exc
+        from kelpie.storage.postgres.sql import quote_ident
+        from kelpie.storage.postgres.url import postgres_options
+
+        self._asyncpg: Any = asyncpg
+        self._options = postgres_options(url, {})
+        self._where = self._options.where
+        self._table = quote_ident(f"kelpie_bench_raw_{namespace}"[:56])
+        self._pool: Any = None
+        self._size = 0
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> Any:
+        async with self._lock:
+            if self._pool is None:
+                o = self._options
+                self._pool = await self._asyncpg.create_pool(
+                    host=o.host,
+                    port=o.port,
+                    user=o.user,
+                    password=o.password,
+                    database=o.database,
+                    ssl=o.sslmode,
+                    timeout=o.connect_timeout,
+                    min_size=1,
+                    max_size=max(self._size, 1),
+                )
+                await self._pool.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._table} (actor bytea NOT NULL, "
+                    "key bytea NOT NULL, value bytea NOT NULL, PRIMARY KEY (actor, key))"
+                )
+        return self._pool
+
+    def calls(self, concurrency: int, keys: int) -> list[Call]:
+        if self._pool is None:
+            self._size = max(self._size, concurrency)
+        return [self._call(b"a%d" % i, keys) for i in range(concurrency)]
+
+    def _call(self, actor: bytes, keys: int) -> Call:
+        t = self._table
+        read = f"SELECT value FROM {t} WHERE actor = $1 AND key = $2"
+        create = f"INSERT INTO {t} (actor, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        swap = f"UPDATE {t} SET value = $3 WHERE actor = $1 AND key = $2 AND value = $4"
+        upsert = (
+            f"INSERT INTO {t} (actor, key, value) SELECT $1, k, $3 FROM unnest($2::bytea[]) k "
+            "ON CONFLICT (actor, key) DO UPDATE SET value = excluded.value"
+        )
+        kv_keys = [kv_key(j) for j in range(keys)]
+
+        async def once() -> None:
+            pool = await self._ready()
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    current = await conn.fetchval(read, actor, _STATE)
+                    value = b"%d" % (int(current or b"0") + 1)
+                    if current is None:
+                        status = await conn.execute(create, actor, _STATE, value)
+                    else:
+                        status = await conn.execute(swap, actor, _STATE, value, current)
+                    if status.endswith(" 0"):
+                        raise StorageError("the raw PostgreSQL baseline's version check failed")
+                    if kv_keys:
+                        await conn.execute(upsert, actor, kv_keys, value)
+            except (OSError, self._asyncpg.PostgresError, self._asyncpg.InterfaceError) as exc:
+                raise StorageUnavailableError(
+                    f"the raw PostgreSQL baseline failed on {self._where}: {type(exc).__name__}"
+                ) from exc
+
+        return once
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await pool.execute(f"DROP TABLE IF EXISTS {self._table}")
+        except (OSError, self._asyncpg.PostgresError, self._asyncpg.InterfaceError) as exc:
+            raise StorageUnavailableError(
+                f"the raw PostgreSQL baseline could not drop its table on {self._where}"
+            ) from exc
+        finally:
+            await pool.close()

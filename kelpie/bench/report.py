@@ -18,6 +18,9 @@ __all__ = ["Row", "format_header", "format_row", "summary_lines"]
 NA = "n/a"
 NONE = "-"
 REDIS_KEYS_TARGET = 3.0  # issue 6: on Redis, 100 keys cost at most 3x the time of 1 key
+# issue 18, on PostgreSQL and SQLite: (actors, least ratio kelpie / raw at that concurrency)
+SQL_TARGETS = ((64, 3.0), (1, 0.8))
+_SQL_BACKENDS = ("postgres", "sqlite")
 
 
 @dataclass
@@ -168,4 +171,21 @@ def summary_lines(rows: Sequence[Row]) -> list[str]:
                 f"{backend}: time per invocation, {_keys(many)} / {_keys(few)}: "
                 f"{', '.join(parts)}{target}"
             )
+        if backend.startswith(_SQL_BACKENDS):
+            lines += _sql_targets(backend, at, all_keys[0])
     return lines
+
+
+def _sql_targets(backend: str, at: dict[tuple[int, int], Row], keys: int) -> list[str]:
+    """Issue 18's targets, kelpie / raw at 64 and at 1 actor(s), where both were measured."""
+    parts = []
+    for actors, least in SQL_TARGETS:
+        row = at.get((keys, actors))
+        ratio = None if row is None else row.ratio
+        if ratio is None:
+            continue
+        verdict = "met" if ratio >= least else "missed"
+        parts.append(f"{_actors(actors)} {ratio:.2f}x (>= {least:g}x: {verdict})")
+    if not parts:
+        return []
+    return [f"{backend}: issue 18 targets, kelpie / raw: " + "; ".join(parts)]

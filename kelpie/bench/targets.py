@@ -5,8 +5,10 @@ default), SQLite in a file there (``sync=full``, its durable default) and,
 if ``redis-server`` is on ``PATH``, Redis on a private server on a free
 loopback port (no persistence: ``appendonly no``), measured twice:
 ``redis`` (the check-and-set script, ADR 0008) and ``redis-multi``
-(``?commit=multi``: ``WATCH``/``MULTI``/``EXEC``, ADR 0011). Everything is
-removed on exit.
+(``?commit=multi``: ``WATCH``/``MULTI``/``EXEC``, ADR 0011); and, if
+PostgreSQL is installed (``initdb``) and asyncpg importable, ``postgres`` on a
+private server on a free loopback port (``fsync`` on). Everything is removed
+on exit.
 """
 
 from __future__ import annotations
@@ -47,7 +49,28 @@ def default_targets(note: Callable[[str], None]) -> Iterator[list[Target]]:
                 stack.callback(server.stop)
                 targets.append(Target("redis", server.url))
                 targets.append(Target("redis-multi", server.url + "?commit=multi"))
+        _add_postgres(stack, targets, note)
         yield targets
+
+
+def _add_postgres(stack: ExitStack, targets: list[Target], note: Callable[[str], None]) -> None:
+    from kelpie.testing.backends import missing_requirement
+
+    reason = missing_requirement("postgres")
+    if reason is not None:
+        note(f"postgres: skipped, {reason}")
+        return
+    from kelpie.testing.postgres_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        server.close()
+        note(f"postgres: skipped, the server did not start: {str(exc).splitlines()[0]}")
+        return
+    stack.callback(server.close)
+    targets.append(Target("postgres", server.url(table="kelpie_bench", sslmode="disable")))
 
 
 def user_targets(urls: list[str]) -> list[Target]:
