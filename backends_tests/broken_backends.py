@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from kelpie.identity import ActorId
+from kelpie.storage.memory import MemoryStorage
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.registry import open_storage, register_scheme
 from kelpie.storage.url import StorageURL
@@ -25,6 +26,8 @@ BUGS = (
     "naive-ids",
     "empty-is-absent",
     "unvalidated-reads",
+    "versions-repeat",
+    "delete-keeps-a-key",
 )
 
 
@@ -119,6 +122,21 @@ class _BrokenStorage(StorageWrapper):
 
     async def list_keys(self, actor: ActorId, prefix: bytes = b"") -> list[bytes]:
         return self.mangle_keys(await self.inner.list_keys(self.alias(actor), prefix))
+
+    async def delete_actor(self, actor: ActorId) -> None:
+        if self.bug == "delete-keeps-a-key":
+            # Deletes the keys it listed, but one past the first: the first key survives.
+            keys = await self.inner.list_keys(actor)
+            async with self.inner.transaction(actor) as txn:
+                for key in keys[1:]:
+                    await txn.delete(key)
+            return
+        await self.inner.delete_actor(self.alias(actor))
+        if self.bug == "versions-repeat" and isinstance(self.inner, MemoryStorage):
+            # Forgets the store-wide counter that keeps a deleted actor's versions from
+            # coming back: an actor created again counts its versions from 1 again, and a
+            # transaction that read it before the delete commits over the new one.
+            self.inner._store.deletes = 0
 
     def transaction(self, actor: ActorId) -> Transaction:
         if self.bug in ("lost-update", "partial-commit"):

@@ -42,6 +42,39 @@ def test_the_example_based_suite_fails_a_backend_with_the_bug(
 
 
 @pytest.mark.parametrize(
+    ("bug", "caught_by"),
+    [
+        ("versions-repeat", "test_delete_then_recreate_with_as_many_commits_still_fails_*"),
+        ("versions-repeat", "test_a_transaction_that_read_an_absent_actor_conflicts_*"),
+        ("delete-keeps-a-key", "test_delete_actor_removes_every_key_*"),
+    ],
+)
+def test_the_lifecycle_tests_fail_a_backend_whose_delete_actor_is_broken(
+    pytester: pytest.Pytester, bug: str, caught_by: str
+) -> None:
+    """Each broken ``delete_actor`` fails the very test written for its guarantee (the
+    generic suite would also fail on other tests: that alone would prove nothing)."""
+    result = pytester.runpytest_inprocess(
+        "--pyargs",
+        "kelpie.testing.conformance.test_actor_lifecycle",
+        "-p",
+        "kelpie.testing.plugin",
+        "-p",
+        "backends_tests.broken_backends",
+        f"--storage-url=broken-{bug}://{uuid.uuid4().hex}",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, outcomes
+    assert outcomes.get("passed", 0) >= 1, outcomes  # listing and the rest still work
+    result.stdout.fnmatch_lines([f"FAILED *::TestActorLifecycle::{caught_by}"])
+
+
+@pytest.mark.parametrize(
     "bug", ["lost-update", "partial-commit", "unsorted-keys", "empty-is-absent"]
 )
 def test_the_model_based_test_fails_a_backend_with_the_bug(bug: str) -> None:

@@ -17,6 +17,7 @@ Every test writes only to actors with fresh, unique ids, so it is safe to run
 against a shared deployment; nothing else is read, changed or deleted.
 """
 
+from kelpie.testing.conformance.test_actor_lifecycle import TestActorLifecycle
 from kelpie.testing.conformance.test_concurrency import TestConcurrency
 from kelpie.testing.conformance.test_conflicts import TestConflicts
 from kelpie.testing.conformance.test_consistent_reads import TestConsistentReads
@@ -28,6 +29,7 @@ from kelpie.testing.conformance.test_values import TestLimits, TestRoundTrips
 
 __all__ = [
     "TestActorIsolation",
+    "TestActorLifecycle",
     "TestConcurrency",
     "TestConflicts",
     "TestConsistentReads",
