@@ -211,7 +211,7 @@ async def test_every_key_stays_under_the_prefix_and_outside_keys_are_untouched(
     assert await raw_client.get(b"sentinel") == b"keep me"
     assert await raw_client.hgetall(b"kelpie2:{bank:alice}:d") == {b"k": b"foreign"}
     assert await store.get(ALICE, b"k") is None
-    assert len(ours) == 15  # v, d and k for each of the five actors
+    assert len(ours) == 16  # v, d and k for each of the five actors, and the actor index
 
 
 async def test_custom_prefix_isolates_two_storages_on_one_database(server: RedisServer) -> None:
@@ -426,8 +426,9 @@ def test_commit_requests_are_the_resp_redis_py_would_send() -> None:
             (_EVALSHA_HEAD, b"EVALSHA", hashlib.sha1(COMMIT_SCRIPT).hexdigest().encode()),
             (_EVAL_HEAD, b"EVAL", COMMIT_SCRIPT),
         ):
-            command = [name, body, b"3", keys.version, keys.data, keys.index, expected]
-            command += [b"%d" % (len(puts) // 2), *puts, *deleted]
+            command = [name, body, b"5", keys.version, keys.data, keys.index, keys.actors]
+            command += [keys.deletes, expected, b"%d" % (len(puts) // 2), keys.member]
+            command += [*puts, *deleted]
             assert _commit_call(head, keys, expected, writes) == b"".join(
                 packer.pack_command(*command)
             ), trial

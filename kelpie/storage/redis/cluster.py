@@ -42,11 +42,13 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from kelpie.errors import CommitOutcomeUnknownError, ConfigError, StorageUnavailableError
 from kelpie.identity import ActorId
+from kelpie.storage.base import Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.options import as_int, merge_options
-from kelpie.storage.redis.keys import ActorKeys, actor_keys, check_prefix_name
+from kelpie.storage.redis.keys import ActorKeys, check_prefix_name
 from kelpie.storage.redis.pipeline import pack, roundtrip
 from kelpie.storage.redis.storage import COMMON_OPTIONS, DEFAULT_PREFIX, CommonOptions, RedisStorage
+from kelpie.storage.redis.sweep import Sweep, list_on_cluster
 from kelpie.storage.url import StorageURL
 
 __all__ = ["RedisClusterStorage", "open_redis_cluster"]
@@ -94,6 +96,8 @@ class RedisClusterStorage(RedisStorage):
     retries, ever: a retried commit could apply twice).
     """
 
+    _per_slot = True  # an actor index and delete counter per hash slot (ADR 0014)
+
     def __init__(
         self,
         seeds: Sequence[Address],
@@ -132,6 +136,8 @@ class RedisClusterStorage(RedisStorage):
         self._refresh_lock = asyncio.Lock()
         self.refreshes = 0
         """How many times the slot map was (re)loaded: for tests and metrics."""
+        self._sweep: Sweep | None = None  # the last listing's merge, continued by its next page
+        self._generation = 0  # bumped by this storage's commits and deletes: drops the sweep
 
     def __repr__(self) -> str:
         return f"RedisClusterStorage({self.where}, prefix={self.prefix!r})"
@@ -154,7 +160,7 @@ class RedisClusterStorage(RedisStorage):
 
     def slot_of(self, actor: ActorId) -> int:
         """The hash slot holding every record of ``actor``."""
-        return int(key_slot(actor_keys(self.prefix, actor).version))
+        return int(key_slot(self._actor_keys(actor).version))
 
     def master_of(self, actor: ActorId) -> Address | None:
         """The master this storage currently routes ``actor`` to (``None`` before first use)."""
@@ -162,16 +168,42 @@ class RedisClusterStorage(RedisStorage):
         return None if slots is None else slots[self.slot_of(actor)]
 
     async def _pool_for(self, actor: ActorId) -> tuple[object, ConnectionPool]:
+        return await self._route_slot(self.slot_of(actor))
+
+    async def _route_slot(self, slot: int | None) -> tuple[object, ConnectionPool]:
         if self._stale or self._slots is None:
             await self._refresh()
         slots = self._slots
-        assert slots is not None
-        slot = self.slot_of(actor)
+        assert slots is not None and slot is not None
         address = slots[slot]
         if address is None:
             self._stale = True
             raise rex.ClusterDownError(f"CLUSTERDOWN no master serves hash slot {slot}")
         return address, self._node_pool(address)
+
+    async def _masters(self) -> list[tuple[object, ConnectionPool]]:
+        if self._stale or self._slots is None:
+            await self._refresh()
+        assert self._slots is not None
+        masters = dict.fromkeys(address for address in self._slots if address is not None)
+        if len(masters) == 0 or None in self._slots:
+            self._stale = True
+            raise rex.ClusterDownError("CLUSTERDOWN some hash slots have no master")
+        return [(address, self._node_pool(address)) for address in masters]
+
+    def _actors_changed(self) -> None:
+        self._generation += 1
+
+    async def _list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        return await list_on_cluster(self, namespace, after, limit)
+
+    async def _commit(
+        self, actor: ActorId, keys: ActorKeys, expected: bytes, writes: Writes
+    ) -> None:
+        self._generation += 1
+        await super()._commit(actor, keys, expected, writes)
 
     async def _refresh(self) -> None:
         """Reload the slot map from the first node that answers ``CLUSTER SLOTS``."""

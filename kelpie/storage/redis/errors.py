@@ -58,6 +58,13 @@ def translate_redis_error(
             f"redis at {where} rejected kelpie's credentials while {action}: check the "
             f"user and password of the storage URL ({type(exc).__name__})"
         )
+    if isinstance(exc, rex.ResponseError) and "unauthenticated" in str(exc):
+        # Redis refuses a long command from a client that has not authenticated
+        # ("Protocol error: unauthenticated multibulk length") before NOAUTH.
+        return ConfigError(
+            f"redis at {where} requires authentication while {action}: check the "
+            f"user and password of the storage URL"
+        )
     if isinstance(exc, rex.NoPermissionError):
         return ConfigError(
             f"the redis user of {where} lacks a permission kelpie needs while {action} ({detail})"

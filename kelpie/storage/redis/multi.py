@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
@@ -39,7 +40,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from kelpie.errors import CorruptStateError, StorageUnavailableError, TransactionConflictError
 from kelpie.identity import ActorId
 from kelpie.storage.base import Writes
-from kelpie.storage.redis.keys import ActorKeys, RedisReads, actor_keys
+from kelpie.storage.redis.keys import ActorKeys, RedisReads
 from kelpie.storage.redis.pipeline import (
     Command,
     Request,
@@ -61,6 +62,7 @@ __all__ = [
     "fall_back_to_multi",
     "multi_block",
     "refuses_scripting",
+    "watched",
 ]
 
 COMMIT_MODES = ("script", "multi")
@@ -95,10 +97,14 @@ def fall_back_to_multi(storage: RedisStorage, reply: BaseException) -> None:
     )
 
 
-def multi_block(keys: ActorKeys, writes: Writes) -> tuple[bytes, int]:
+def multi_block(keys: ActorKeys, writes: Writes, empties: bool = False) -> tuple[bytes, int]:
     """The packed ``MULTI`` … ``EXEC`` block applying ``writes``, and its number of replies.
 
     The replies are ``OK`` (``MULTI``), one ``QUEUED`` per command, then ``EXEC``'s.
+    A commit with puts (re)adds the actor's member to the actor index (a no-op
+    when it is there); ``empties`` (the commit deletes the actor's last keys,
+    found under ``WATCH`` by ``_empties``) removes it. ``COPY deletes version``
+    starts a new version key from the delete counter, as the script does (ADR 0014).
     """
     puts: list[bytes] = []
     scored: list[bytes] = []
@@ -113,9 +119,13 @@ def multi_block(keys: ActorKeys, writes: Writes) -> tuple[bytes, int]:
     if puts:
         commands.append((b"HSET", keys.data, *puts))
         commands.append((b"ZADD", keys.index, *scored))
+        commands.append((b"ZADD", keys.actors, b"0", keys.member))
     if deleted:
         commands.append((b"HDEL", keys.data, *deleted))
         commands.append((b"ZREM", keys.index, *deleted))
+    if empties and not puts:
+        commands.append((b"ZREM", keys.actors, keys.member))
+    commands.append((b"COPY", keys.deletes, keys.version))
     commands.append((b"INCR", keys.version))
     commands.append((b"EXEC",))
     return pack(commands), len(commands)
@@ -218,10 +228,92 @@ async def _checkout(storage: RedisStorage, action: str) -> AbstractConnection:
         raise storage._translate(exc, action) from exc
 
 
+def _only_deletes(writes: Writes) -> list[bytes] | None:
+    """The deleted keys if ``writes`` puts nothing (the commit may empty the actor)."""
+    deleted = [key for key, value in writes.items() if value is None]
+    return deleted if len(deleted) == len(writes) else None
+
+
+async def _empties(
+    storage: RedisStorage, conn: AbstractConnection, keys: ActorKeys, deleted: list[bytes]
+) -> bool:
+    """True if deleting ``deleted`` leaves the actor without keys (asked on ``conn``,
+    whose ``WATCH version`` makes the answer hold at ``EXEC``, or ``EXEC`` fails)."""
+    try:
+        count, values = await roundtrip(
+            conn, pack([(b"HLEN", keys.data), (b"HMGET", keys.data, *deleted)]), 2
+        )
+    except Exception as exc:
+        raise storage._translate(exc, "committing") from exc
+    for reply in (count, values):
+        if isinstance(reply, rex.ResponseError):
+            raise storage._translate(reply, "committing") from reply
+    return int(count) == sum(value is not None for value in values)
+
+
+_WATCHED_ATTEMPTS = 100
+
+
+async def watched(
+    storage: RedisStorage,
+    actor: object,
+    watch: Command,
+    attempt: Callable[[AbstractConnection], Awaitable[tuple[bytes, int] | None]],
+    action: str,
+) -> list[Any] | None:
+    """Run ``attempt`` under ``WATCH`` until its block executes: the block's replies.
+
+    ``attempt(conn)`` reads what it needs on ``conn`` and returns the packed
+    block and its reply count, or ``None`` when there is nothing to do. A
+    block that found the watched keys changed is built and sent again (for
+    writes that must not conflict: write-only deletes, ``delete_actor``).
+    """
+    conn = await _checkout(storage, action)
+    watching = False
+    try:
+        for _ in range(_WATCHED_ATTEMPTS):
+            try:
+                await roundtrip(conn, pack([watch]), 1)
+            except Exception as exc:
+                raise storage._translate(exc, action) from exc
+            watching = True
+            block = await attempt(conn)
+            if block is None:
+                return None
+            packed, count = block
+            watching = False  # EXEC ends the WATCH; a failed round trip drops the connection
+            try:
+                replies = await roundtrip(conn, packed, count)
+            except Exception as exc:
+                raise storage._translate(exc, action, sent=True) from exc
+            if replies[-1] is not None:
+                return replies
+        raise StorageUnavailableError(
+            f"{action} on {actor} at {storage.where} kept meeting concurrent writes "
+            f"({_WATCHED_ATTEMPTS} attempts); nothing was written: retry later"
+        )
+    finally:
+        await dedicated(storage).give_back(conn, watching)
+
+
 async def _send_block(
     storage: RedisStorage, actor: ActorId, keys: ActorKeys, writes: Writes
 ) -> None:
-    """A write-only commit: no ``WATCH``, never conflicts, through the shared connection."""
+    """A write-only commit: no ``WATCH``, never conflicts, through the shared connection.
+
+    One that only deletes may empty the actor: it is decided under ``WATCH``
+    on a dedicated connection, and sent again if the actor moved meanwhile.
+    """
+    deleted = _only_deletes(writes)
+    if deleted is not None:
+
+        async def attempt(conn: AbstractConnection) -> tuple[bytes, int]:
+            return multi_block(keys, writes, await _empties(storage, conn, keys, deleted))
+
+        replies = await watched(storage, actor, (b"WATCH", keys.version), attempt, "committing")
+        assert replies is not None
+        judge_block(storage, actor, replies)
+        return
     packed, count = multi_block(keys, writes)
     replies = await storage._send(actor, Request(packed, count, True, "committing"))
     judge_block(storage, actor, replies[:count])
@@ -248,11 +340,20 @@ async def commit_expecting(
             )
         except Exception as exc:
             raise storage._translate(exc, "committing") from exc
-        if (version or b"0") != expected:
+        token = version if version is not None else None
+        if token is None:
+            try:
+                (floor,) = await roundtrip(conn, pack([(b"GET", keys.deletes)]), 1)
+            except Exception as exc:
+                raise storage._translate(exc, "committing") from exc
+            token = b"@" + (floor or b"0")
+        if token != expected:
             raise TransactionConflictError(
                 f"another commit on {actor} landed after this transaction read it"
             )
-        packed, count = multi_block(keys, writes)
+        deleted = _only_deletes(writes)
+        empties = deleted is not None and await _empties(storage, conn, keys, deleted)
+        packed, count = multi_block(keys, writes, empties)
         watching = False  # EXEC ends the WATCH; a failed round trip drops the connection
         try:
             replies = await roundtrip(conn, packed, count)
@@ -270,7 +371,7 @@ class MultiTransaction(RedisReads):
 
     def __init__(self, storage: RedisStorage, actor: ActorId) -> None:
         super().__init__(storage, actor)
-        self._keys = actor_keys(storage.prefix, actor)
+        self._keys = storage._actor_keys(actor)
         self._conn: AbstractConnection | None = None  # dedicated from the first read on
         self._watching = False  # a WATCH may be set on _conn
         self._failed = False  # a read failed: what this transaction saw cannot be trusted
@@ -351,7 +452,12 @@ class MultiTransaction(RedisReads):
         if conn is None:
             await _send_block(self._storage, self.actor, self._keys, writes)
             return
-        packed, count = multi_block(self._keys, writes)
+        deleted = _only_deletes(writes)
+        empties = False
+        if deleted is not None:
+            async with self._lock:
+                empties = await _empties(self._storage, conn, self._keys, deleted)
+        packed, count = multi_block(self._keys, writes, empties)
         replies = await self._under_watch(conn, packed, count, commit=True)
         judge_block(self._storage, self.actor, replies)
 

@@ -33,7 +33,6 @@ then kept for the storage) commits with ``WATCH``/``MULTI``/``EXEC`` instead:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -46,8 +45,6 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from kelpie.errors import (
     ConfigError,
@@ -58,7 +55,8 @@ from kelpie.errors import (
 from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
-from kelpie.storage.options import as_bool, as_float, as_int, as_str, merge_options
+from kelpie.storage.options import as_str, merge_options
+from kelpie.storage.redis.actors import delete_actor_keys, list_on_server
 from kelpie.storage.redis.errors import translate_redis_error
 from kelpie.storage.redis.keys import (
     ActorKeys,
@@ -75,6 +73,13 @@ from kelpie.storage.redis.multi import (
     fall_back_to_multi,
     refuses_scripting,
 )
+from kelpie.storage.redis.options import (
+    _CERT_REQS,
+    _SSL_OPTIONS,
+    COMMON_OPTIONS,
+    DEFAULT_PREFIX,
+    CommonOptions,
+)
 from kelpie.storage.redis.pipeline import (
     Command,
     Multiplexer,
@@ -89,13 +94,19 @@ from kelpie.storage.redis.script import (
     EVALSHA_HEAD,
     commit_call,
     packed_keys,
-    parse_version,
+    parse_token,
 )
 from kelpie.storage.url import StorageURL
 
-__all__ = ["COMMIT_SCRIPT", "DEFAULT_PREFIX", "RedisStorage", "open_redis"]
+__all__ = [
+    "COMMIT_SCRIPT",
+    "COMMON_OPTIONS",
+    "DEFAULT_PREFIX",
+    "CommonOptions",
+    "RedisStorage",
+    "open_redis",
+]
 
-DEFAULT_PREFIX = "kelpie"
 
 # The names the script's tests import from here (the script moved to redis_script).
 _EVAL_HEAD, _EVALSHA_HEAD, _commit_call = EVAL_HEAD, EVALSHA_HEAD, commit_call
@@ -109,15 +120,15 @@ class _RedisTransaction(RedisReads):
 
     def __init__(self, storage: RedisStorage, actor: ActorId) -> None:
         super().__init__(storage, actor)
-        self._keys = actor_keys(storage.prefix, actor)
-        self._version: int | None = None  # the actor's version at the first read
+        self._keys = storage._actor_keys(actor)
+        self._version: bytes | None = None  # the actor's fence token at the first read
         self._failed = False  # a read failed: what this transaction saw cannot be trusted
         # Later reads carry a trailing ``GET version``. Reads one after another whose
         # last trailing version equals the first version all saw that version, so
         # commit() of a read-only transaction needs no round trip (``_validate``).
         self._in_flight = 0
         self._overlapped = False  # two reads were in flight at once: validate by round trip
-        self._last_version: int | None = None  # the trailing version of the last read
+        self._last_version: bytes | None = None  # the trailing token of the last read
 
     async def _read_command(self, command: Command, action: str) -> Any:
         storage = self._storage
@@ -142,9 +153,12 @@ class _RedisTransaction(RedisReads):
                 version = self._version_from(version_reply, action)
                 if suffix_replies:
                     storage._check_first_read_suffix(self.actor, suffix_replies)
-                # Overlapping first reads: the oldest version is the one to fence on.
-                if self._version is None or version < self._version:
+                # Overlapping first reads that saw different versions: the actor
+                # moved under this transaction; fence on a token that never matches.
+                if self._version is None:
                     self._version = version
+                elif version != self._version:
+                    self._version = b"-"
             if isinstance(reply, rex.ResponseError):
                 raise storage._translate(reply, action) from reply
         except BaseException:
@@ -154,12 +168,12 @@ class _RedisTransaction(RedisReads):
             self._in_flight -= 1
         return reply
 
-    def _version_from(self, reply: Any, action: str) -> int:
+    def _version_from(self, reply: Any, action: str) -> bytes:
         storage = self._storage
         if isinstance(reply, rex.ResponseError):
             raise storage._translate(reply, action) from reply
         try:
-            return parse_version(reply)
+            return parse_token(reply)
         except ValueError as exc:
             raise CorruptStateError(
                 f"the version key of {self.actor} at {storage.where} does not hold a "
@@ -176,8 +190,9 @@ class _RedisTransaction(RedisReads):
             return
         version = self._last_version  # sequential reads: the last one's trailing version
         if version is None or self._overlapped:
+            keys = self._keys
             reply = await self._storage._run(
-                self.actor, (b"GET", self._keys.version), "validating reads"
+                self.actor, (b"MGET", keys.version, keys.deletes), "validating reads"
             )
             version = self._version_from(reply, "validating reads")
         if version != self._version:
@@ -191,7 +206,7 @@ class _RedisTransaction(RedisReads):
                 f"a read of this transaction on {self.actor} failed; nothing was written: "
                 f"abort and retry the transaction"
             )
-        expected = b"" if self._version is None else b"%d" % self._version
+        expected = b"" if self._version is None else self._version
         await self._storage._commit(self.actor, self._keys, expected, writes)
 
 
@@ -217,6 +232,8 @@ class RedisStorage(StorageBase):
     """
 
     commit_mode: str = "script"
+    _per_slot = False  # Redis Cluster: an actor index and delete counter per hash slot
+    _index_ready = False  # the actor index is known to cover older data (ADR 0014)
     _dedicated: Dedicated | None = None  # multi mode's connections for reading transactions
     """``script`` (ADR 0008) or ``multi`` (ADR 0011); ``script`` switches to ``multi``
     for good when the server refuses scripting (a class default, so subclasses that
@@ -311,6 +328,10 @@ class RedisStorage(StorageBase):
             node, pool = await self._pool_for(actor)
         except Exception as exc:
             raise self._translate(exc, request.action) from exc
+        return await self._send_to(node, pool, request)
+
+    async def _send_to(self, node: object, pool: ConnectionPool, request: Request) -> list[Any]:
+        """``_send`` to the server ``node`` (``None``: the only one) through ``pool``."""
         if self.group_commit:
             mux = self._multiplexers.get(node)
             if mux is None:
@@ -390,15 +411,38 @@ class RedisStorage(StorageBase):
         return reply
 
     async def _get(self, actor: ActorId, key: bytes) -> bytes | None:
-        keys = actor_keys(self.prefix, actor)
+        keys = self._actor_keys(actor)
         reply = await self._run(actor, (b"HGET", keys.data, key), "reading a key")
         return None if reply is None else bytes(reply)
 
     async def _list_keys(self, actor: ActorId, prefix: bytes) -> list[bytes]:
-        keys = actor_keys(self.prefix, actor)
+        keys = self._actor_keys(actor)
         low, high = lex_range(prefix)
         reply = await self._run(actor, (b"ZRANGEBYLEX", keys.index, low, high), "listing keys")
         return [bytes(key) for key in reply]
+
+    def _actor_keys(self, actor: ActorId) -> ActorKeys:
+        """The keys of ``actor``; Redis Cluster indexes actors per hash slot."""
+        return actor_keys(self.prefix, actor, self._per_slot)
+
+    async def _list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        return await list_on_server(self, namespace, after, limit)
+
+    async def _route_slot(self, slot: int | None) -> tuple[object, ConnectionPool]:
+        """The server holding hash slot ``slot`` (one server: ``None``, always itself)."""
+        return None, self._pool
+
+    async def _masters(self) -> list[tuple[object, ConnectionPool]]:
+        """Every server holding actors: ``(node, pool)`` each."""
+        return [(None, self._pool)]
+
+    def _actors_changed(self) -> None:
+        """This storage deleted an actor (Redis Cluster drops its listing cache)."""
+
+    async def _delete_actor(self, actor: ActorId) -> None:
+        await delete_actor_keys(self, actor)
 
     def _transaction(self, actor: ActorId) -> BufferedTransaction:
         if self.commit_mode == "multi":
@@ -425,71 +469,6 @@ class RedisStorage(StorageBase):
 
 
 # -- the factory ------------------------------------------------------------------
-
-COMMON_OPTIONS = {
-    "prefix": as_str,
-    "socket_timeout": as_float,
-    "connect_timeout": as_float,
-    "max_connections": as_int,
-    "pool_timeout": as_float,
-    "group_commit": as_bool,
-    "max_batch": as_int,
-}
-_SSL_OPTIONS = {"ssl_cert_reqs": as_str, "ssl_ca_certs": as_str}
-_CERT_REQS = ("none", "optional", "required")
-
-
-def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ConfigError(f"option {name!r} must be positive, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class CommonOptions:
-    """The checked options every Redis scheme shares (``redis+cluster://`` too)."""
-
-    prefix: str
-    socket_timeout: float
-    connect_timeout: float
-    pool_timeout: float
-    max_connections: int
-    group_commit: bool
-    max_batch: int
-
-    @classmethod
-    def check(cls, opts: dict[str, Any]) -> CommonOptions:
-        """Defaults filled in and values checked; a bad one raises ``ConfigError``."""
-        max_connections = opts.get("max_connections", 100)
-        if max_connections < 1:
-            raise ConfigError(f"option 'max_connections' must be at least 1, got {max_connections}")
-        max_batch = opts.get("max_batch", DEFAULT_MAX_BATCH)
-        if max_batch < 1:
-            raise ConfigError(f"option 'max_batch' must be at least 1, got {max_batch}")
-        return cls(
-            prefix=check_prefix_name(opts.get("prefix", DEFAULT_PREFIX)),
-            socket_timeout=_positive("socket_timeout", opts.get("socket_timeout", 5.0)),
-            connect_timeout=_positive("connect_timeout", opts.get("connect_timeout", 2.0)),
-            pool_timeout=_positive("pool_timeout", opts.get("pool_timeout", 5.0)),
-            max_connections=max_connections,
-            group_commit=opts.get("group_commit", True),
-            max_batch=max_batch,
-        )
-
-    def connection_kwargs(self, parsed: StorageURL) -> dict[str, Any]:
-        """redis-py connection arguments: credentials, timeouts and no retries, ever."""
-        return {
-            "username": parsed.username,
-            "password": parsed.password,
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.connect_timeout,
-            # No transparent retries anywhere: a retried commit could apply twice.
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_error": [],
-            "protocol": 2,
-            "driver_info": None,
-            "health_check_interval": 0,
-        }
 
 
 def _db_number(text: str, scheme: str) -> int:
