@@ -44,6 +44,9 @@ _ROUND_RETRIES = 5
 _BLIND_RETRIES = 50
 """Re-runs of a write-only job whose actor another process changed mid-statement."""
 _CLOSE_TIMEOUT = 5.0
+_ROUND_BYTES = 64 << 20
+"""A round stops taking jobs past this many bytes of writes (a protocol message and an
+array parameter are each limited to 1 GB at the server)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
         self._closed = False
+        self.rounds_rerun = 0
+        """Rounds the server rolled back (deadlocks) and jobs rerun (write-only, header moved)."""
 
     def error(self, exc: BaseException, action: str, *, sent: bool = False) -> KelpieError:
         return translate(
@@ -279,15 +284,18 @@ class Database:
             chosen: list[int] = []
             deferred: list[int] = []
             used: set[ActorId] = set()
+            size = 0
             for index in queue:
                 job = jobs[index]
-                if job.writes is None or job.actor in used:
+                if job.writes is None or job.actor in used or (chosen and size > _ROUND_BYTES):
                     deferred.append(index)
                 else:
                     chosen.append(index)
+                    size += sum(len(k) + len(v or b"") for k, v in job.writes.items())
                 used.add(job.actor)
             again = await self._round([jobs[i] for i in chosen], chosen, outcomes)
             for index in again:
+                self.rounds_rerun += 1
                 blind_tries[index] += 1
                 if blind_tries[index] > _BLIND_RETRIES:
                     outcomes[index] = StorageUnavailableError(
@@ -308,6 +316,7 @@ class Database:
                 committed = await self._run_round(args)
                 break
             except _Retry as retry:
+                self.rounds_rerun += 1
                 if attempt == _ROUND_RETRIES - 1:
                     for index in indices:
                         outcomes[index] = retry.error
