@@ -4,7 +4,7 @@
 at open time). Layout (ADR 0001), in three named databases:
 
 ```
-meta     b"format" -> b"1";  b"next_actor" -> 8-byte counter
+meta     b"format" -> b"1";  b"next_actor" -> 8-byte counter;  b"deletes" -> 8-byte counter
 actors   ActorId.encode() -> actor number (8 bytes) + version (8 bytes)
 records  actor number (8 bytes, big-endian) + key -> value
 ```
@@ -16,13 +16,21 @@ the writer; commits run on the environment's writer thread, concurrent ones
 sharing one write transaction (group commit): each checks its actor's version
 (ADR 0002), then applies its writes and bumps the version. See
 docs/backends/lmdb.md.
+
+``list_actors`` merges ranges of the ``actors`` table into ``ActorId`` order
+(``kelpie.storage.encoded_order``), skipping actors with no record left.
+``delete_actor`` is a write job like a commit: it removes the actor's records
+and entry and moves ``deletes`` past the actor's version; a new actor's
+versions start above ``deletes``, so no version of an actor ever comes back
+(ADR 0013). ``deletes`` is the only thing a delete leaves, one per store;
+stores written before it existed read it as 0.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from kelpie.errors import (
@@ -33,6 +41,7 @@ from kelpie.errors import (
 )
 from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
+from kelpie.storage.encoded_order import list_encoded
 from kelpie.storage.group_commit import Batcher
 from kelpie.storage.lmdb.env import (
     LMDBOptions,
@@ -51,6 +60,7 @@ __all__ = ["LMDBOptions", "LMDBStorage", "open_lmdb"]
 _NUMBER = struct.Struct(">Q")
 _ENTRY = struct.Struct(">QQ")
 _NEXT_ACTOR = b"next_actor"
+_DELETES = b"deletes"
 _MIN_MAP_SIZE = 32 * 1024
 
 
@@ -74,15 +84,32 @@ def _keys_from(env: SharedEnv, txn: Txn, start: bytes) -> list[bytes]:
     return keys
 
 
-def _next_number(env: SharedEnv, txn: Txn) -> int:
-    """The number the next new actor gets."""
-    raw = txn.get(_NEXT_ACTOR, db=env.meta)
+def _counter(env: SharedEnv, txn: Txn, name: bytes, default: int) -> int:
+    """A counter of the ``meta`` database (``default`` if it was never written)."""
+    raw = txn.get(name, db=env.meta)
     if raw is None:
-        return 1
+        return default
     if len(raw) != _NUMBER.size:
-        raise CorruptStateError(f"the LMDB actor counter is {len(raw)} bytes")
+        raise CorruptStateError(f"the LMDB counter {name!r} is {len(raw)} bytes")
     number: int = _NUMBER.unpack(raw)[0]
     return number
+
+
+def _next_number(env: SharedEnv, txn: Txn) -> int:
+    """The number the next new actor gets."""
+    return _counter(env, txn, _NEXT_ACTOR, 1)
+
+
+def _deletes(env: SharedEnv, txn: Txn) -> int:
+    """The store's deletes counter: above every version of every deleted actor."""
+    return _counter(env, txn, _DELETES, 0)
+
+
+def _deleted_since_read(actor: ActorId) -> TransactionConflictError:
+    return TransactionConflictError(
+        f"an actor was deleted after this transaction read {actor} as absent "
+        "(the store counts deletes, not which actor they removed: ADR 0013)"
+    )
 
 
 class _Commit:
@@ -91,6 +118,7 @@ class _Commit:
     ``check`` reads the actor's entry and raises ``TransactionConflictError``
     if it moved since the transaction read it (ADR 0002); ``write`` then
     writes the records and bumps the version, in the same write transaction.
+    A new actor's first version is one above the store's deletes counter.
     """
 
     __slots__ = (
@@ -99,6 +127,7 @@ class _Commit:
         "_env",
         "_new",
         "_number",
+        "_read_deletes",
         "_read_version",
         "_version",
         "_writes",
@@ -110,12 +139,14 @@ class _Commit:
         actor: ActorId,
         encoded: bytes,
         read_version: int | None,
+        read_deletes: int,
         writes: Writes,
     ) -> None:
         self._env = env
         self._actor = actor
         self._encoded = encoded
         self._read_version = read_version
+        self._read_deletes = read_deletes
         self._writes = writes
         self._number = 0
         self._version = 0
@@ -135,8 +166,15 @@ class _Commit:
                 f"another commit on {self._actor} landed after this transaction read it"
             )
         self._new = raw is None
-        self._number = _next_number(self._env, w.txn) if raw is None else number
-        self._version = version
+        if raw is None:
+            deletes = _deletes(self._env, w.txn)
+            if self._read_version == 0 and deletes != self._read_deletes:
+                raise _deleted_since_read(self._actor)
+            self._number = _next_number(self._env, w.txn)
+            self._version = deletes
+        else:
+            self._number = number
+            self._version = version
 
     def write(self, w: WriteTxn) -> None:
         number = self._number
@@ -152,6 +190,68 @@ class _Commit:
         w.actors.put(self._encoded, _ENTRY.pack(number, self._version + 1))
 
 
+class _DeleteActor:
+    """``delete_actor`` as the writer thread applies it (a ``WriteJob``, batched with commits).
+
+    Removes the actor's records and entry, and moves the deletes counter past
+    the actor's version; nothing if the actor has no entry.
+    """
+
+    __slots__ = ("_deletes", "_encoded", "_entry", "_env")
+
+    size_hint = 0
+
+    def __init__(self, env: SharedEnv, encoded: bytes) -> None:
+        self._env = env
+        self._encoded = encoded
+        self._entry: tuple[int, int] | None = None
+        self._deletes = 0
+
+    def check(self, w: WriteTxn) -> None:
+        raw = w.actors.get(self._encoded)
+        self._entry = None if raw is None else _unpack_entry(raw, self._encoded)
+        self._deletes = _deletes(self._env, w.txn)
+
+    def write(self, w: WriteTxn) -> None:
+        if self._entry is None:
+            return
+        number, version = self._entry
+        prefix = _NUMBER.pack(number)
+        records = w.records
+        if records.set_range(prefix):
+            # delete() moves to the next record; past the last one key() is b"".
+            while records.key().startswith(prefix) and records.delete():
+                pass
+        w.txn.delete(self._encoded, db=self._env.actors)
+        deletes = max(self._deletes, version) + 1
+        w.txn.put(_DELETES, _NUMBER.pack(deletes), db=self._env.meta)
+
+
+class _ActorIndex:
+    """The ``actors`` database in one read snapshot, as ``list_encoded`` reads it."""
+
+    def __init__(self, env: SharedEnv, txn: Txn) -> None:
+        self._txn = txn
+        self._env = env
+        self._seek = txn.cursor(db=env.actors)
+
+    def first_from(self, key: bytes) -> bytes | None:
+        cursor = self._seek
+        return cursor.key() if cursor.set_range(key) else None
+
+    def scan(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+        actors = self._txn.cursor(db=self._env.actors)
+        records = self._txn.cursor(db=self._env.records)
+        if not actors.set_range(start):
+            return
+        for encoded, entry in actors.iternext():
+            if encoded >= stop:
+                return
+            prefix = _NUMBER.pack(_unpack_entry(entry, encoded)[0])
+            if records.set_range(prefix) and records.key().startswith(prefix):
+                yield encoded  # it has a record: listed
+
+
 class _LMDBTransaction(BufferedTransaction):
     _storage: LMDBStorage
 
@@ -165,17 +265,22 @@ class _LMDBTransaction(BufferedTransaction):
         # it, and commit() of a read-only transaction needs no snapshot of its own.
         self._reads = 0
         self._last_version = 0
+        # Reading the actor as absent (version 0) also notes the deletes counter.
+        self._read_deletes = 0
+        self._last_deletes = 0
 
     def _note_entry(self, txn: Txn) -> bytes | None:
         """The actor's key prefix in this snapshot (None: never committed); note its version."""
         raw = txn.get(self._encoded, db=self._env.actors)
         if raw is None:
             prefix, version = None, 0
+            self._last_deletes = _deletes(self._env, txn)
         else:
             number, version = _unpack_entry(raw, self._encoded)
             prefix = _NUMBER.pack(number)
         if self._read_version is None:
             self._read_version = version
+            self._read_deletes = self._last_deletes
         self._reads += 1
         self._last_version = version
         return prefix
@@ -196,23 +301,31 @@ class _LMDBTransaction(BufferedTransaction):
     def _read_keys(self, prefix: bytes) -> Coroutine[Any, Any, list[bytes]]:
         return self._env.read(self._keys_in, prefix)
 
-    def _version_in(self, txn: Txn, _: None) -> int:
+    def _version_in(self, txn: Txn, _: None) -> tuple[int, int]:
+        """(the actor's version, the deletes counter if the actor is absent, else 0)."""
         raw = txn.get(self._encoded, db=self._env.actors)
-        return 0 if raw is None else _unpack_entry(raw, self._encoded)[1]
+        if raw is None:
+            return 0, _deletes(self._env, txn)
+        return _unpack_entry(raw, self._encoded)[1], 0
 
     async def _validate(self) -> None:
         if self._read_version is None:
             return
-        version = self._last_version  # reads run one at a time, on the loop's thread
+        # reads run one at a time, on the loop's thread
+        version, deletes = self._last_version, self._last_deletes
         if self._reads < 2:
-            version = await self._env.read(self._version_in, None)
+            version, deletes = await self._env.read(self._version_in, None)
         if version != self._read_version:
             raise TransactionConflictError(
                 f"another commit on {self.actor} landed after this read-only transaction read it"
             )
+        if version == 0 and deletes != self._read_deletes:
+            raise _deleted_since_read(self.actor)
 
     def _commit(self, writes: Writes) -> Coroutine[Any, Any, None]:
-        job = _Commit(self._env, self.actor, self._encoded, self._read_version, writes)
+        job = _Commit(
+            self._env, self.actor, self._encoded, self._read_version, self._read_deletes, writes
+        )
         batcher = self._storage._batcher
         return self._env.write(job) if batcher is None else batcher.submit(job)
 
@@ -276,6 +389,19 @@ class LMDBStorage(StorageBase):
 
     def _transaction(self, actor: ActorId) -> _LMDBTransaction:
         return _LMDBTransaction(self, actor)
+
+    async def _list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        return await self._env.read(self._actors_in, (namespace, after, limit))
+
+    def _actors_in(self, txn: Txn, query: tuple[str | None, ActorId | None, int]) -> list[ActorId]:
+        return list_encoded(_ActorIndex(self._env, txn), *query)
+
+    async def _delete_actor(self, actor: ActorId) -> None:
+        job = _DeleteActor(self._env, actor.encode())
+        batcher = self._batcher
+        await (self._env.write(job) if batcher is None else batcher.submit(job))
 
     async def _close(self) -> None:
         if self._batcher is not None:
