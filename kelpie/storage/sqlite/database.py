@@ -7,6 +7,14 @@ owns the writer connection: a batch of commits is one ``BEGIN IMMEDIATE`` …
 ``COMMIT`` (one fsync with ``sync=full``), each commit checking its own
 actor's version inside it, so one commit's conflict never fails the others.
 Every ``sqlite3.Error`` is translated here (``errors.translate``).
+
+``delete_actor`` is a job of the same batches. It removes the actor's rows
+and moves the ``deletes`` row of ``kelpie_meta`` past the actor's version; a
+new actor's versions start above it, so no version ever comes back (ADR
+0013). A file written before that row existed reads it as 0: the layout is
+unchanged (schema version 1). ``list_actors`` reads ``kelpie_versions`` in
+``ActorId`` order (``kelpie.storage.encoded_order``), actors with no record
+left skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
 
@@ -32,11 +40,20 @@ from kelpie.errors import (
 )
 from kelpie.identity import ActorId
 from kelpie.storage.base import Writes
+from kelpie.storage.encoded_order import list_encoded
 from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.sqlite.errors import is_busy, is_full, translate
 from kelpie.storage.writer_thread import WriterThread
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "CommitJob", "Database", "Outcome", "SQLiteOptions"]
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "CommitJob",
+    "Database",
+    "DeleteJob",
+    "Outcome",
+    "SQLiteOptions",
+]
 
 T = TypeVar("T")
 
@@ -60,18 +77,33 @@ CREATE TABLE IF NOT EXISTS kelpie_versions (
 ) WITHOUT ROWID;
 """
 
+_DELETES = "(SELECT value FROM kelpie_meta WHERE name = 'deletes')"
 _GET = (
     "SELECT (SELECT version FROM kelpie_versions WHERE actor = ?1),"
-    " (SELECT value FROM kelpie_records WHERE actor = ?1 AND key = ?2)"
+    " (SELECT value FROM kelpie_records WHERE actor = ?1 AND key = ?2), " + _DELETES
 )
 # One statement, so the keys and the version come from one snapshot; the key
 # range is an index range scan on the primary key (actor, key).
 _KEYS_FROM = (
-    "SELECT NULL, version FROM kelpie_versions WHERE actor = ?1"
-    " UNION ALL SELECT key, NULL FROM kelpie_records WHERE actor = ?1 AND key >= ?2"
+    "SELECT NULL, version, NULL FROM kelpie_versions WHERE actor = ?1"
+    " UNION ALL SELECT NULL, NULL, value FROM kelpie_meta WHERE name = 'deletes'"
+    " UNION ALL SELECT key, NULL, NULL FROM kelpie_records WHERE actor = ?1 AND key >= ?2"
 )
 _KEYS_BETWEEN = _KEYS_FROM + " AND key < ?3"
 _VERSION = "SELECT version FROM kelpie_versions WHERE actor = ?"
+_STATE = "SELECT (SELECT version FROM kelpie_versions WHERE actor = ?), " + _DELETES
+_WRITER_DELETES = "SELECT value FROM kelpie_meta WHERE name = 'deletes'"
+_DELETE_RECORDS = "DELETE FROM kelpie_records WHERE actor = ?"
+_DELETE_VERSION = "DELETE FROM kelpie_versions WHERE actor = ?"
+_MOVE_DELETES = (
+    "INSERT INTO kelpie_meta (name, value) VALUES ('deletes', ?1 + 1)"
+    " ON CONFLICT (name) DO UPDATE SET value = max(value, ?1) + 1"
+)
+_FIRST_FROM = "SELECT actor FROM kelpie_versions WHERE actor >= ? ORDER BY actor LIMIT 1"
+_SCAN = (
+    "SELECT actor FROM kelpie_versions AS v WHERE actor >= ? AND actor < ?"
+    " AND EXISTS (SELECT 1 FROM kelpie_records AS r WHERE r.actor = v.actor) ORDER BY actor"
+)
 _UPSERT = (
     "INSERT INTO kelpie_records (actor, key, value) VALUES (?, ?, ?)"
     " ON CONFLICT (actor, key) DO UPDATE SET value = excluded.value"
@@ -105,12 +137,24 @@ class SQLiteOptions:
 
 @dataclass(slots=True)
 class CommitJob:
-    """One transaction's commit: its writes, and the actor version it read (None: read nothing)."""
+    """One transaction's commit: its writes, and the actor version it read (None: read nothing).
+
+    ``read_deletes``: the deletes counter when the transaction read the actor as absent.
+    """
 
     actor: ActorId
     encoded: bytes
     read_version: int | None
+    read_deletes: int
     writes: Writes
+
+
+@dataclass(slots=True)
+class DeleteJob:
+    """``delete_actor``: remove every row of the actor, in the same batches as commits."""
+
+    actor: ActorId
+    encoded: bytes
 
 
 Outcome: TypeAlias = "BaseException | None"
@@ -192,18 +236,24 @@ class Database:
 
     # -- reads: on the caller's thread, one statement (one snapshot) each ---
 
-    def read_value(self, encoded: bytes, key: bytes) -> tuple[int, bytes | None]:
-        """(the actor's version, the key's value) from one snapshot."""
+    def read_value(self, encoded: bytes, key: bytes) -> tuple[int, int, bytes | None]:
+        """(the actor's version, deletes, the key's value) from one snapshot.
+
+        ``deletes`` is the store's deletes counter if the actor is absent
+        (version 0), else 0: what a transaction that read it notes.
+        """
         self._check_usable()
         try:
             with self._read_lock:
-                ((version, value),) = self._reader.execute(_GET, (encoded, key)).fetchall()
+                ((version, value, deletes),) = self._reader.execute(_GET, (encoded, key)).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc, f"reading {self.path}") from exc
-        return (version or 0), (None if value is None else bytes(value))
+        if version is None:
+            return 0, deletes or 0, None
+        return version, 0, (None if value is None else bytes(value))
 
-    def read_keys(self, encoded: bytes, prefix: bytes) -> tuple[int, list[bytes]]:
-        """(the actor's version, its sorted keys starting with ``prefix``) from one snapshot."""
+    def read_keys(self, encoded: bytes, prefix: bytes) -> tuple[int, int, list[bytes]]:
+        """(version, deletes, sorted keys starting with ``prefix``) from one snapshot."""
         self._check_usable()
         upper = upper_bound(prefix)
         statement, params = (
@@ -216,35 +266,53 @@ class Database:
                 rows = self._reader.execute(statement, params).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc, f"reading {self.path}") from exc
-        version = 0
+        version = deletes = 0
         keys: list[bytes] = []
-        for key, row_version in rows:
-            if key is None:
+        for key, row_version, row_deletes in rows:
+            if key is not None:
+                keys.append(bytes(key))
+            elif row_version is not None:
                 version = row_version
             else:
-                keys.append(bytes(key))
+                deletes = row_deletes
         keys.sort()
-        return version, keys
+        return version, (0 if version else deletes), keys
 
-    def read_version(self, encoded: bytes) -> int:
+    def read_version(self, encoded: bytes) -> tuple[int, int]:
+        """(the actor's version, deletes) now, as ``read_value`` returns them."""
         self._check_usable()
         try:
             with self._read_lock:
-                rows = self._reader.execute(_VERSION, (encoded,)).fetchall()
+                ((version, deletes),) = self._reader.execute(_STATE, (encoded,)).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc, f"reading {self.path}") from exc
-        return int(rows[0][0]) if rows else 0
+        return (0, deletes or 0) if version is None else (int(version), 0)
+
+    def list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        """Up to ``limit`` actors with a record, in ``ActorId`` order, after ``after``."""
+        self._check_usable()
+        try:
+            with self._read_lock:
+                index = _ActorIndex(self._reader)
+                try:
+                    return list_encoded(index, namespace, after, limit)
+                finally:
+                    index.close()
+        except sqlite3.Error as exc:
+            raise translate(exc, f"listing the actors of {self.path}") from exc
 
     # -- writes: on the writer thread ---------------------------------------
 
-    async def write(self, job: CommitJob) -> None:
+    async def write(self, job: CommitJob | DeleteJob) -> None:
         """Commit one job in its own SQLite transaction."""
         self._check_usable()
         (outcome,) = await self._writer.submit(functools.partial(self._batch_sync, (job,)))
         if outcome is not None:
             raise outcome
 
-    async def write_batch(self, jobs: Sequence[CommitJob]) -> list[Outcome]:
+    async def write_batch(self, jobs: Sequence[CommitJob | DeleteJob]) -> list[Outcome]:
         """Commit every job in one SQLite transaction (one fsync); one outcome per job.
 
         A job whose version check fails wrote nothing: its conflict is its
@@ -255,7 +323,7 @@ class Database:
         self._check_usable()
         return await self._writer.submit(functools.partial(self._batch_sync, jobs))
 
-    def _batch_sync(self, jobs: Sequence[CommitJob]) -> list[Outcome]:
+    def _batch_sync(self, jobs: Sequence[CommitJob | DeleteJob]) -> list[Outcome]:
         db = self._writer_db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -278,14 +346,25 @@ class Database:
             return [failure if outcome is None else outcome for outcome in outcomes]
         return outcomes
 
-    def _apply(self, job: CommitJob) -> Outcome:
+    def _apply(self, job: CommitJob | DeleteJob) -> Outcome:
         db = self._writer_db
         rows = db.execute(_VERSION, (job.encoded,)).fetchall()
+        if isinstance(job, DeleteJob):
+            if rows:
+                db.execute(_DELETE_RECORDS, (job.encoded,))
+                db.execute(_DELETE_VERSION, (job.encoded,))
+                db.execute(_MOVE_DELETES, (int(rows[0][0]),))
+            return None
         version = int(rows[0][0]) if rows else 0
         if job.read_version is not None and version != job.read_version:
             return TransactionConflictError(
                 f"another commit on {job.actor} landed after this transaction read it"
             )
+        if not rows:  # a new actor: its versions start above every deleted one's
+            floor = self._writer_deletes()
+            if job.read_version == 0 and floor != job.read_deletes:
+                return deleted_since_read(job.actor)
+            version = floor
         encoded = job.encoded
         deletes = [(encoded, key) for key, value in job.writes.items() if value is None]
         upserts = [(encoded, key, value) for key, value in job.writes.items() if value is not None]
@@ -295,6 +374,10 @@ class Database:
             db.executemany(_UPSERT, upserts)
         db.execute(_BUMP, (encoded, version + 1))
         return None
+
+    def _writer_deletes(self) -> int:
+        rows = self._writer_db.execute(_WRITER_DELETES).fetchall()
+        return int(rows[0][0]) if rows else 0
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -330,6 +413,39 @@ class Database:
             self._writer.stop()
             with self._read_lock:
                 self._reader.close()
+
+
+def deleted_since_read(actor: ActorId) -> TransactionConflictError:
+    return TransactionConflictError(
+        f"an actor was deleted after this transaction read {actor} as absent "
+        "(the store counts deletes, not which actor they removed: ADR 0013)"
+    )
+
+
+class _ActorIndex:
+    """``kelpie_versions`` on the reader connection, as ``list_encoded`` reads it.
+
+    Each ``scan`` is a statement stepped lazily; ``close`` ends every one, so
+    no read transaction stays open on the connection after the listing.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._cursors: list[sqlite3.Cursor] = []
+
+    def first_from(self, key: bytes) -> bytes | None:
+        rows = self._connection.execute(_FIRST_FROM, (key,)).fetchall()
+        return bytes(rows[0][0]) if rows else None
+
+    def scan(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+        cursor = self._connection.execute(_SCAN, (start, stop))
+        self._cursors.append(cursor)
+        for (encoded,) in cursor:
+            yield bytes(encoded)
+
+    def close(self) -> None:
+        for cursor in self._cursors:
+            cursor.close()
 
 
 _open_databases: weakref.WeakSet[Database] = weakref.WeakSet()

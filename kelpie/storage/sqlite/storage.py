@@ -16,7 +16,13 @@ from kelpie.errors import CommitOutcomeUnknownError, TransactionConflictError
 from kelpie.identity import ActorId
 from kelpie.storage.base import BufferedTransaction, StorageBase, Writes
 from kelpie.storage.group_commit import Batcher
-from kelpie.storage.sqlite.database import CommitJob, Database, SQLiteOptions
+from kelpie.storage.sqlite.database import (
+    CommitJob,
+    Database,
+    DeleteJob,
+    SQLiteOptions,
+    deleted_since_read,
+)
 
 __all__ = ["SQLiteStorage"]
 
@@ -29,29 +35,33 @@ class _SQLiteTransaction(BufferedTransaction):
         self._db = storage._db
         self._encoded = actor.encode()
         self._read_version: int | None = None
+        self._read_deletes = 0  # the deletes counter, if the first read found no actor
 
     async def _read(self, key: bytes) -> bytes | None:
-        version, value = self._db.read_value(self._encoded, key)
+        version, deletes, value = self._db.read_value(self._encoded, key)
         if self._read_version is None:
-            self._read_version = version
+            self._read_version, self._read_deletes = version, deletes
         return value
 
     async def _read_keys(self, prefix: bytes) -> list[bytes]:
-        version, keys = self._db.read_keys(self._encoded, prefix)
+        version, deletes, keys = self._db.read_keys(self._encoded, prefix)
         if self._read_version is None:
-            self._read_version = version
+            self._read_version, self._read_deletes = version, deletes
         return keys
 
     async def _validate(self) -> None:
         if self._read_version is None:
             return
-        if self._db.read_version(self._encoded) != self._read_version:
+        version, deletes = self._db.read_version(self._encoded)
+        if version != self._read_version:
             raise TransactionConflictError(
                 f"another commit on {self.actor} landed after this read-only transaction read it"
             )
+        if deletes != self._read_deletes:
+            raise deleted_since_read(self.actor)
 
     def _commit(self, writes: Writes) -> Coroutine[Any, Any, None]:
-        job = CommitJob(self.actor, self._encoded, self._read_version, writes)
+        job = CommitJob(self.actor, self._encoded, self._read_version, self._read_deletes, writes)
         batcher = self._storage._batcher
         return self._db.write(job) if batcher is None else batcher.submit(job)
 
@@ -64,7 +74,7 @@ class SQLiteStorage(StorageBase):
         self.path = path
         self._options = opts
         self._db = Database(path, opts)
-        self._batcher: Batcher[CommitJob, None] | None = None
+        self._batcher: Batcher[CommitJob | DeleteJob, None] | None = None
         if opts.group_commit:
             self._batcher = Batcher(
                 self._db.write_batch,
@@ -87,13 +97,23 @@ class SQLiteStorage(StorageBase):
         return f"SQLiteStorage('sqlite://{self.path}')"
 
     async def _get(self, actor: ActorId, key: bytes) -> bytes | None:
-        return self._db.read_value(actor.encode(), key)[1]
+        return self._db.read_value(actor.encode(), key)[2]
 
     async def _list_keys(self, actor: ActorId, prefix: bytes) -> list[bytes]:
-        return self._db.read_keys(actor.encode(), prefix)[1]
+        return self._db.read_keys(actor.encode(), prefix)[2]
 
     def _transaction(self, actor: ActorId) -> _SQLiteTransaction:
         return _SQLiteTransaction(self, actor)
+
+    async def _list_actors(
+        self, namespace: str | None, after: ActorId | None, limit: int
+    ) -> list[ActorId]:
+        return self._db.list_actors(namespace, after, limit)
+
+    async def _delete_actor(self, actor: ActorId) -> None:
+        job = DeleteJob(actor, actor.encode())
+        batcher = self._batcher
+        await (self._db.write(job) if batcher is None else batcher.submit(job))
 
     async def _close(self) -> None:
         if self._batcher is not None:
