@@ -103,7 +103,8 @@ async def test_delete_leaves_no_key_of_the_actor_and_a_recreated_actor_conflicts
     assert await raw.get(keys.deletes) == b"3"  # the slot's delete counter, not the actor's
     for n in range(3):  # as many commits as before
         await storage.set(actor, b"n", b"%d" % n)
-    assert int(await raw.get(keys.version)) > 3
+    version = await raw.get(keys.version)
+    assert isinstance(version, bytes) and int(version) > 3
     await reader.set(b"n", b"stale")
     with pytest.raises(TransactionConflictError):
         await reader.commit()
