@@ -113,6 +113,18 @@ async def test_a_wrong_password_is_a_config_error_that_never_shows_it(
     assert info.value.__cause__ is not None  # chained from asyncpg's error
 
 
+async def test_a_unix_socket_directory_as_host(postgres_server: PostgresServer) -> None:
+    directory, port = postgres_server.directory, postgres_server.port
+    url = f"postgresql://kelpie@:{port}/postgres?host={directory}&table={_table()}"
+    storage = open_storage(url)  # local connections are trusted: no password
+    try:
+        await storage.set(A, b"k", b"unix")
+        assert await storage.get(A, b"k") == b"unix"
+        assert f"host={postgres_server.directory}" in repr(storage)
+    finally:
+        await storage.close()
+
+
 async def test_an_unreachable_server_is_unavailable_and_hides_the_password() -> None:
     with socket.socket() as sock:  # a free port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -21,6 +21,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 _MAX_TABLE_BYTES = 56  # NAMEDATALEN - 1 = 63, less the "_actors" of the index name
 
 _OPTIONS = {
+    "host": as_str,
     "table": as_str,
     "sslmode": as_str,
     "pool_min": as_int,
@@ -58,6 +59,11 @@ class PostgresOptions:
     def where(self) -> str:
         """A password-free name of the store, for messages and ``repr``."""
         user = f"{self.user}@" if self.user else ""
+        if self.host.startswith("/"):  # the directory of a unix socket
+            return (
+                f"postgresql://{user}:{self.port}/{self.database}"
+                f"?host={self.host}&table={self.table}"
+            )
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"postgresql://{user}{host}:{self.port}/{self.database}?table={self.table}"
 
@@ -79,9 +85,12 @@ def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOpti
         raise ConfigError(f"open_postgres cannot open {parsed.scheme}:// URLs")
     if parsed.hosts:
         raise ConfigError("a postgresql:// URL names one server")
-    if not parsed.host:
+    values = merge_options(parsed.scheme, parsed.options, kwargs, _OPTIONS)
+    host = values.pop("host", None) or parsed.host
+    if not host:
         raise ConfigError(
-            f"a {parsed.scheme}:// URL needs a host: {parsed.scheme}://user@localhost:5432/dbname"
+            f"a {parsed.scheme}:// URL needs a host: {parsed.scheme}://user@localhost:5432/dbname "
+            "(or ?host=/directory/of/the/unix/socket)"
         )
     database = parsed.path.strip("/")
     if not database or "/" in database:
@@ -89,7 +98,6 @@ def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOpti
             f"the path of a {parsed.scheme}:// URL is the database name: "
             f"{parsed.scheme}://user@host:5432/dbname"
         )
-    values = merge_options(parsed.scheme, parsed.options, kwargs, _OPTIONS)
     sslmode = values.get("sslmode", "prefer").strip().lower()
     if sslmode not in SSL_MODES:
         raise ConfigError(
@@ -97,7 +105,7 @@ def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOpti
         )
     values["sslmode"] = sslmode
     options = PostgresOptions(
-        host=parsed.host,
+        host=host,
         port=parsed.port if parsed.port is not None else DEFAULT_PORT,
         database=database,
         user=parsed.username,
@@ -123,7 +131,9 @@ def open_postgres(url: str, **options: Any) -> PostgresStorage:
     """Factory for ``postgresql://[user[:password]@]host[:port]/dbname[?table=NAME&...]``
     (also ``postgres://``); no network I/O until first use.
 
-    Options (URL query or keywords): ``table`` (default ``kelpie``), ``sslmode``
+    Options (URL query or keywords): ``table`` (default ``kelpie``), ``host`` (a
+    host name, or the directory of the server's unix socket, overriding the
+    URL's host, as libpq's ``?host=``), ``sslmode``
     (disable, allow, prefer -- the default --, require, verify-ca, verify-full),
     ``pool_min``/``pool_max`` (connections, default 1/10), ``statement_timeout``
     (ms, default 0: the server's), ``connect_timeout`` (s, default 10),
