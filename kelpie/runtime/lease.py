@@ -13,9 +13,29 @@ from __future__ import annotations
 
 import asyncio
 
+from kelpie.actor.codec import StateRecord
+from kelpie.actor.keys import STATE_KEY
+from kelpie.errors import CorruptStateError
 from kelpie.identity import ActorId
+from kelpie.storage.protocol import Storage
 
-__all__ = ["Leases"]
+__all__ = ["Leases", "stored_lease"]
+
+
+async def stored_lease(storage: Storage, actor_id: ActorId) -> tuple[str, int]:
+    """The lease owner (``""``: none) and commit sequence the actor's state record names.
+
+    No record, or one this kelpie cannot parse, names no owner (``("", 0)``):
+    an undecodable record must stay deletable.
+    """
+    raw = await storage.get(actor_id, STATE_KEY)
+    if raw is None:
+        return "", 0
+    try:
+        record = StateRecord.decode(raw, f"actor {actor_id}")
+    except CorruptStateError:
+        return "", 0
+    return record.owner, record.seq
 
 
 class Leases:
@@ -41,3 +61,7 @@ class Leases:
             del self._seen[actor_id]
             return True
         return False
+
+    def forget(self, actor_id: ActorId) -> None:
+        """Drop what was seen of ``actor_id``'s lease (it was deleted)."""
+        self._seen.pop(actor_id, None)

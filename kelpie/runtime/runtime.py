@@ -12,17 +12,20 @@ from typing import Any, Self
 from kelpie.actor.actor import Actor, handlers_of
 from kelpie.actor.codec import JsonCodec, StateCodec, encode_json
 from kelpie.errors import (
+    ActorActiveElsewhereError,
     ConfigError,
     RuntimeClosedError,
     UnknownActorTypeError,
     UnknownOperationError,
 )
 from kelpie.identity import ActorId
+from kelpie.messaging.reentrancy import CURRENT, check_reentrant
 from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
 from kelpie.runtime.idempotency import Idempotency
-from kelpie.runtime.lease import Leases
+from kelpie.runtime.lease import Leases, stored_lease
 from kelpie.runtime.mailbox import Mailbox
 from kelpie.runtime.retry import ConflictRetry
+from kelpie.storage import lifecycle
 from kelpie.storage.protocol import Storage
 
 __all__ = ["Runtime"]
@@ -112,10 +115,15 @@ class Runtime:
             raise ConfigError(f"node_id must be a str of 1-255 UTF-8 bytes, got {node_id!r}")
         self.node_id = node_id
         self._leases = None if node_id is None else Leases(node_id, self.lease_seconds)
+        # delete_actor respects other nodes' leases even on a runtime without a
+        # node id: this watcher owns no lease, it only sees others' expire.
+        self._lease_watch = self._leases if self._leases is not None else Leases("", lease_seconds)
         self.codec: StateCodec = codec if codec is not None else JsonCodec()
         self._types: dict[str, type[Actor[Any]]] = {}
         self._mailboxes: dict[ActorId, Mailbox] = {}
         self._exiting: dict[ActorId, asyncio.Task[None]] = {}
+        self._deleting: dict[ActorId, asyncio.Task[None]] = {}
+        """``delete_actor`` runs, by actor: a new activation starts after it ends."""
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -138,7 +146,9 @@ class Runtime:
         # A new activation starts only once the previous one has finished: every
         # invocation queued before its stop, its last commit and its deactivation
         # (its whole worker task), not merely once its worker left the map.
-        after = previous.task if previous is not None else self._exiting.get(actor_id)
+        after = self._deleting.get(actor_id)
+        if after is None:
+            after = previous.task if previous is not None else self._exiting.get(actor_id)
         activation = Activation(
             actor_id,
             actor_cls,
@@ -148,13 +158,19 @@ class Runtime:
             self._leases,
             self.idempotency_window,
         )
-        mailbox = Mailbox(
-            activation,
-            capacity=self.mailbox_size,
-            after=after,
-            on_exit=self._on_exit,
-            retry=self._retry,
-        )
+        # The worker task copies the context now: its handlers see their own actor
+        # (a self-invoke raises ReentrantCallError, kelpie/messaging/reentrancy.py).
+        token = CURRENT.set((self, actor_id))
+        try:
+            mailbox = Mailbox(
+                activation,
+                capacity=self.mailbox_size,
+                after=after,
+                on_exit=self._on_exit,
+                retry=self._retry,
+            )
+        finally:
+            CURRENT.reset(token)
         self._mailboxes[actor_id] = mailbox
         if self._sweeper is None:
             periods = []
@@ -226,6 +242,7 @@ class Runtime:
                 f"{actor_cls.__name__} has no handler {operation!r}; handlers: "
                 + ", ".join(sorted(handlers_of(actor_cls)))
             )
+        check_reentrant(self, actor_id)
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise TypeError(f"idempotency_key must be a str, got {type(idempotency_key).__name__}")
         payload_json = encode_json(payload, "payload")
@@ -247,6 +264,63 @@ class Runtime:
         if exiting is not None:
             await asyncio.shield(exiting)
 
+    async def delete_actor(self, actor_id: ActorId) -> None:
+        """Deactivate the actor and delete all its data; it starts afresh on its next call.
+
+        Invocations queued before this call run first (and are deleted with the
+        rest); invocations made once it has been called wait for the delete and
+        find the default state. If another live node holds the actor's lease,
+        nothing is deleted: ``ActorActiveElsewhereError`` names that node, as an
+        invocation would. A backend without ``delete_actor`` raises
+        ``UnsupportedOperationError`` before anything is deactivated.
+
+        The lease check is advice, not a lock: a node that takes the actor
+        between the check and the delete finds its next commit fenced out
+        (``TransactionConflictError``; the store's versions never repeat) and
+        reloads the actor from its default state, so old state never comes back.
+        """
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        if not isinstance(actor_id, ActorId):
+            raise TypeError(f"actor_id must be an ActorId, got {type(actor_id).__name__}")
+        if not lifecycle.supports(self.storage, "delete_actor"):
+            raise lifecycle.unsupported(self.storage, "delete_actor")
+        before: list[asyncio.Future[Any]] = []
+        mailbox = self._mailboxes.get(actor_id)
+        if mailbox is not None:
+            if not mailbox.stopping:
+                before.append(mailbox.stop())
+            before.append(mailbox.task)
+        for task in (self._exiting.get(actor_id), self._deleting.get(actor_id)):
+            if task is not None:
+                before.append(task)
+        task = asyncio.get_running_loop().create_task(
+            self._delete_after(actor_id, before), name=f"kelpie-delete-{actor_id}"
+        )
+        self._deleting[actor_id] = task
+        task.add_done_callback(lambda done: self._forget_delete(actor_id, done))
+        await asyncio.shield(task)
+
+    async def _delete_after(self, actor_id: ActorId, before: list[asyncio.Future[Any]]) -> None:
+        if before:
+            # How the previous activation ended (even by a failed deactivation)
+            # does not matter; only that it ended. Retrieve its outcome here.
+            await asyncio.gather(*before, return_exceptions=True)
+        owner, seq = await stored_lease(self.storage, actor_id)
+        if not self._lease_watch.may_take(actor_id, owner, seq):
+            raise ActorActiveElsewhereError(
+                f"actor {actor_id} is active on node {owner!r}; it was not deleted",
+                owner=owner,
+            )
+        await lifecycle.delete_actor(self.storage, actor_id)
+        self._lease_watch.forget(actor_id)
+
+    def _forget_delete(self, actor_id: ActorId, task: asyncio.Task[None]) -> None:
+        if self._deleting.get(actor_id) is task:
+            del self._deleting[actor_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller of delete_actor got it
+
     async def close(self) -> None:
         """Drain in-flight invocations and deactivate every actor; idempotent."""
         self._closed = True
@@ -254,8 +328,9 @@ class Runtime:
             self._sweeper.cancel()
         stops = [mb.stop() for mb in list(self._mailboxes.values()) if not mb.stopping]
         await asyncio.gather(*stops, return_exceptions=True)
-        while self._exiting:
-            await asyncio.gather(*list(self._exiting.values()), return_exceptions=True)
+        while self._exiting or self._deleting:
+            running = [*self._exiting.values(), *self._deleting.values()]
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def __aenter__(self) -> Self:
         return self
