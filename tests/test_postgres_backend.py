@@ -16,6 +16,7 @@ import pytest
 
 from kelpie import ActorId, open_storage
 from kelpie.errors import (
+    CommitOutcomeUnknownError,
     ConfigError,
     StorageUnavailableError,
     TransactionConflictError,
@@ -313,6 +314,29 @@ async def test_a_statement_timeout_is_unavailable_and_writes_nothing(
                 await txn.commit()
         assert isinstance(info.value.__cause__, asyncpg.QueryCanceledError)
         assert await storage.get(A, b"n") == b"1"
+    finally:
+        await storage.close()
+
+
+async def test_a_commit_past_command_timeout_is_outcome_unknown_and_the_storage_carries_on(
+    postgres_server: PostgresServer, raw: asyncpg.Connection
+) -> None:
+    # kelpie stops waiting (a silent network would look the same): it cannot know
+    # whether the server will still commit, so it says so.
+    table = _table()
+    storage = open_storage(postgres_server.url(table=table, command_timeout="0.3"))
+    try:
+        await storage.set(A, b"n", b"1")
+        async with raw.transaction():
+            await raw.execute(
+                f"SELECT 1 FROM {quote_ident(table)} WHERE namespace = 'bank'::bytea "
+                f"AND id = 'alice'::bytea AND key = '\\x'::bytea FOR UPDATE"
+            )
+            with pytest.raises(CommitOutcomeUnknownError):
+                await storage.set(A, b"n", b"2")
+        assert await storage.get(A, b"n") in (b"1", b"2")
+        await storage.set(A, b"n", b"3")
+        assert await storage.get(A, b"n") == b"3"
     finally:
         await storage.close()
 

@@ -140,6 +140,7 @@ class Database:
                 database=opts.database,
                 ssl=opts.sslmode,
                 timeout=opts.connect_timeout,
+                command_timeout=opts.command_timeout or None,
                 min_size=opts.pool_min,
                 max_size=opts.pool_max,
                 server_settings=settings,

@@ -28,6 +28,7 @@ _OPTIONS = {
     "pool_max": as_int,
     "statement_timeout": as_int,
     "connect_timeout": as_float,
+    "command_timeout": as_float,
     "group_commit": as_bool,
     "max_batch": as_int,
 }
@@ -52,6 +53,9 @@ class PostgresOptions:
     """Milliseconds after which the server cancels a statement (0: the server's setting)."""
     connect_timeout: float = 10.0
     """Seconds to wait for a new connection before ``StorageUnavailableError``."""
+    command_timeout: float = 60.0
+    """Seconds kelpie waits for any reply (0: forever): bounds a hang on a silent network.
+    A commit past it is ``CommitOutcomeUnknownError``, a read ``StorageUnavailableError``."""
     group_commit: bool = True
     max_batch: int = DEFAULT_MAX_BATCH
 
@@ -120,6 +124,8 @@ def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOpti
         )
     if options.statement_timeout < 0:
         raise ConfigError("option 'statement_timeout' of postgresql:// is milliseconds >= 0")
+    if options.command_timeout < 0:
+        raise ConfigError("option 'command_timeout' of postgresql:// is seconds >= 0 (0: none)")
     if not options.connect_timeout > 0:
         raise ConfigError("option 'connect_timeout' of postgresql:// must be positive (seconds)")
     if options.max_batch < 1:
@@ -137,6 +143,7 @@ def open_postgres(url: str, **options: Any) -> PostgresStorage:
     (disable, allow, prefer -- the default --, require, verify-ca, verify-full),
     ``pool_min``/``pool_max`` (connections, default 1/10), ``statement_timeout``
     (ms, default 0: the server's), ``connect_timeout`` (s, default 10),
+    ``command_timeout`` (s kelpie waits for a reply, default 60, 0: forever),
     ``group_commit`` (default true), ``max_batch`` (default 128).
     """
     from kelpie.storage.postgres.storage import PostgresStorage  # imports asyncpg
