@@ -134,7 +134,7 @@ def command_end(buf: bytes | bytearray, pos: int = 0) -> tuple[int, bytes] | Non
 
 _SCRIPTS = (b"EVALSHA", b"EVAL")
 _COMMITS = (b"MULTI", *_SCRIPTS)
-_FIRST_READS = (b"WATCH", b"GET")  # kelpie sends GET only for an actor's version
+_FIRST_READS = (b"WATCH", b"GET", b"MGET")  # MGET: an actor's version and delete counter
 
 
 @dataclass
