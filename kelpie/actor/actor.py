@@ -26,9 +26,27 @@ class Actor(Generic[S]):
     payloads and results are JSON-serialisable. ``state_type`` (a dataclass, or
     ``dict``) is instantiated with no arguments for an actor that has no
     stored state yet.
+
+    ``state_version`` numbers the shape of ``state_type``: raise it when the
+    shape changes, and teach ``migrate_state`` to take a stored document one
+    version up (docs/state.md).
     """
 
     state_type: ClassVar[type[Any]] = dict
+    state_version: ClassVar[int] = 1
+
+    @classmethod
+    def migrate_state(cls, from_version: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Return ``data``, stored at ``from_version``, as version ``from_version + 1``.
+
+        ``data`` is the stored JSON object as plain values (nested objects are
+        dicts, a ``datetime`` is its ISO string); the result may hold either
+        plain values or the declared types. The runtime calls this once per
+        version step (1 -> 2 -> 3) and validates the last result against
+        ``state_type``. The default changes nothing: enough when a version only
+        added fields that have defaults.
+        """
+        return data
 
     async def on_activate(self, ctx: ActorContext[S]) -> None:
         """Called once after the state is loaded, before the first handler."""

@@ -4,14 +4,20 @@ A state record is a small binary envelope around the codec's bytes::
 
     b"KLP" | format (1 byte) | seq (8 bytes) | idempotency count (8 bytes)
           | codec name length (1 byte) | lease owner length (1 byte)
+          [ | state version (4 bytes), format 2 only ]
           | codec name | lease owner (UTF-8 node id, empty if none) | codec payload
 
 ``seq`` counts the actor's commits and fences them (a runtime commits only if
 the stored ``seq`` is the one it loaded); the format byte lets the envelope
 evolve; the codec name lets a runtime refuse bytes written by another codec;
-the lease owner is the node that holds the actor (ADR 0007).
-JSON is the default codec; pickle is never used (stored bytes must never
-execute code).
+the lease owner is the node that holds the actor (ADR 0007). The state version
+is the ``Actor.state_version`` the payload was written at (ADR 0016): a record
+at version 1 is written in format 1, byte for byte what releases before state
+versions wrote (so they can still read it), a later version in format 2 (which
+they refuse rather than misread).
+JSON is the default codec: typed and validating for dataclass states
+(``kelpie.actor.typed``), plain JSON for ``dict`` states; pickle is never used
+(stored bytes must never execute code).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kelpie.actor.typed import StateTypeError, TypedJson
 from kelpie.errors import CorruptStateError, SerializationError
 
 __all__ = [
@@ -36,7 +43,10 @@ __all__ = [
 
 _MAGIC = b"KLP"
 _FORMAT = 1
+_FORMAT_VERSIONED = 2
 _HEADER = struct.Struct(">3sBQQBB")
+_VERSION = struct.Struct(">I")
+MAX_STATE_VERSION = 2**32 - 1
 
 
 class StateCodec(Protocol):
@@ -96,43 +106,55 @@ def decode_json(data: bytes) -> Any:
     return json.loads(data)
 
 
-_field_names: dict[type, tuple[str, ...]] = {}
-"""Field names of each dataclass state type seen, in declaration order."""
-
-
 class JsonCodec:
-    """The default codec: a dataclass's fields (or a dict) as a JSON object."""
+    """The default codec: a dataclass's fields (or a dict) as a JSON object.
+
+    Dataclass states are typed: nested dataclasses and the types listed in
+    ``kelpie.actor.typed`` round-trip, and decoding validates every field
+    (``StateTypeError`` naming the field path). ``dict`` states are plain
+    JSON, as they always were (sorted keys; JSON's own types only).
+    """
 
     name = "json"
 
     def encode(self, state: Any) -> bytes:
-        names = _field_names.get(type(state))
-        if names is None and dataclasses.is_dataclass(state) and not isinstance(state, type):
-            names = _field_names[type(state)] = tuple(f.name for f in dataclasses.fields(state))
-        if names is not None:
-            value: Any = {name: getattr(state, name) for name in names}
-        elif isinstance(state, dict):
-            value = state
-        else:
-            raise SerializationError(
-                f"state must be a dataclass instance or a dict, got {type(state).__name__}"
-            )
-        return encode_json(value, "state")
+        if isinstance(state, dict):
+            return encode_json(state, "state")
+        if dataclasses.is_dataclass(state) and not isinstance(state, type):
+            return TypedJson.for_type(type(state)).encode(state)
+        raise SerializationError(
+            f"state must be a dataclass instance or a dict, got {type(state).__name__}"
+        )
 
     def decode(self, data: bytes, state_type: type[Any]) -> Any:
-        value = json.loads(data)
-        if not isinstance(value, dict):
-            raise ValueError("stored state is not a JSON object")
         if state_type is dict:
+            try:
+                value = json.loads(data)
+            except ValueError as exc:
+                raise StateTypeError(f"(the state): not JSON: {exc}") from exc
+            if not isinstance(value, dict):
+                raise StateTypeError(f"(the state): expected object, got {type(value).__name__}")
             return value
-        return state_type(**value)
+        return TypedJson.for_type(state_type).decode(data)
 
 
-def pack_record(seq: int, idempotency_count: int, codec: str, payload: bytes, owner: str) -> bytes:
+def pack_record(
+    seq: int,
+    idempotency_count: int,
+    codec: str,
+    payload: bytes,
+    owner: str,
+    state_version: int = 1,
+) -> bytes:
     """``StateRecord(...).encode()`` without building the record (the commit path)."""
     name = codec.encode("ascii")
     owner_bytes = owner.encode("utf-8")
-    header = _HEADER.pack(_MAGIC, _FORMAT, seq, idempotency_count, len(name), len(owner_bytes))
+    if state_version == 1:
+        header = _HEADER.pack(_MAGIC, _FORMAT, seq, idempotency_count, len(name), len(owner_bytes))
+    else:
+        header = _HEADER.pack(
+            _MAGIC, _FORMAT_VERSIONED, seq, idempotency_count, len(name), len(owner_bytes)
+        ) + _VERSION.pack(state_version)
     return b"".join((header, name, owner_bytes, payload))
 
 
@@ -145,9 +167,18 @@ class StateRecord:
     codec: str
     payload: bytes
     owner: str = ""
+    state_version: int = 1
+    """The ``Actor.state_version`` the payload was written at (1 for format-1 records)."""
 
     def encode(self) -> bytes:
-        return pack_record(self.seq, self.idempotency_count, self.codec, self.payload, self.owner)
+        return pack_record(
+            self.seq,
+            self.idempotency_count,
+            self.codec,
+            self.payload,
+            self.owner,
+            self.state_version,
+        )
 
     @classmethod
     def decode(cls, data: bytes, what: str) -> StateRecord:
@@ -158,11 +189,19 @@ class StateRecord:
             raise CorruptStateError(f"stored state of {what} is truncated") from exc
         if magic != _MAGIC:
             raise CorruptStateError(f"stored state of {what} is not a kelpie state record")
-        if fmt != _FORMAT:
-            raise CorruptStateError(
-                f"stored state of {what} has format {fmt}; this kelpie reads format {_FORMAT}"
-            )
         start = _HEADER.size
+        version = 1
+        if fmt == _FORMAT_VERSIONED:
+            try:
+                (version,) = _VERSION.unpack_from(data, start)
+            except struct.error as exc:
+                raise CorruptStateError(f"stored state of {what} is truncated") from exc
+            start += _VERSION.size
+        elif fmt != _FORMAT:
+            raise CorruptStateError(
+                f"stored state of {what} has format {fmt}; this kelpie reads formats "
+                f"{_FORMAT} and {_FORMAT_VERSIONED}"
+            )
         end = start + name_len + owner_len
         if len(data) < end:
             raise CorruptStateError(f"stored state of {what} is truncated")
@@ -171,4 +210,4 @@ class StateRecord:
             owner = data[start + name_len : end].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptStateError(f"stored state of {what} has a malformed header") from exc
-        return cls(seq, count, codec, data[end:], owner)
+        return cls(seq, count, codec, data[end:], owner, version)

@@ -35,8 +35,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_trusts_cache",
         "runtime/activation.py",
-        "if raw is not None and raw == loaded.record:",
-        "if raw is not None:",
+        "if raw != loaded.record:",
+        "if (raw is None) != (loaded.record is None):",
         "the fence takes any stored record for the one this activation loaded "
         "(a commit elsewhere since the load goes unnoticed)",
         "runtime",

@@ -18,15 +18,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kelpie.actor.actor import Actor, overrides_hook
 from kelpie.actor.codec import StateCodec, StateRecord, encode_json, pack_record
 from kelpie.actor.context import ActorContext
 from kelpie.actor.keys import STATE_KEY, idempotency_slot_key
+from kelpie.actor.state import StateSchema
 from kelpie.errors import (
     ActorActiveElsewhereError,
-    CorruptStateError,
     InvocationTimeoutError,
     KelpieError,
     StorageError,
@@ -37,6 +37,10 @@ from kelpie.runtime.deadline import within
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases
 from kelpie.storage.protocol import Storage, Transaction
+
+if TYPE_CHECKING:
+    from kelpie.messaging.calls import Special
+    from kelpie.messaging.service import Services, Staged
 
 __all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
 
@@ -57,6 +61,8 @@ class _Loaded:
     owner: str
     record: bytes | None
     """The stored state record as last read or written (``None``: none stored)."""
+    version: int
+    """The state version of the stored record (migrated on load, rewritten on commit)."""
 
 
 async def _nothing(ctx: ActorContext[Any]) -> None:
@@ -81,6 +87,8 @@ class Activation:
         self.actor = actor_cls()
         self._storage = storage
         self._codec = codec
+        self._schema = StateSchema(actor_cls, codec)
+        self._version = self._schema.version
         self._timeout = timeout
         self._leases = leases
         self._window = idempotency_window
@@ -90,6 +98,8 @@ class Activation:
         """Loop time of this activation's last commit (or load)."""
         self._retryable: BaseException | None = None
         """The last conflict of this activation's own transaction outside a body."""
+        self.services: Services | None = None
+        """The runtime's messaging and reminders (``kelpie.messaging``), set by the runtime."""
 
     @property
     def loaded(self) -> bool:
@@ -112,46 +122,51 @@ class Activation:
 
     # -- loading --------------------------------------------------------------
 
-    def _decode_state(self, payload: bytes) -> Any:
-        try:
-            return self._codec.decode(payload, self.actor_cls.state_type)
-        except Exception as exc:
-            raise CorruptStateError(
-                f"stored state of actor {self.actor_id} cannot be decoded as "
-                f"{self.actor_cls.state_type.__name__}: {exc}"
-            ) from exc
-
     def _parse_record(self, raw: bytes) -> StateRecord:
-        record = StateRecord.decode(raw, f"actor {self.actor_id}")
-        if record.codec != self._codec.name:
-            raise CorruptStateError(
-                f"stored state of actor {self.actor_id} was written by codec "
-                f"{record.codec!r}; this runtime uses {self._codec.name!r}"
-            )
-        return record
+        return self._schema.parse(raw, self.actor_id)
 
     async def load(self) -> None:
-        """Read the state record; a read error or undecodable state fails the load."""
+        """Read the state record; a read error or undecodable state fails the load.
+
+        Where another live node holds the lease, ``ActorActiveElsewhereError``
+        comes first; then a record newer than the class raises
+        ``StateVersionTooNewError`` and an older one is migrated (ADR 0016).
+        """
+        if self.services is not None:
+            self.services.forget(self.actor_id)  # what it knew of the last activation's outbox
         raw = await self._storage.get(self.actor_id, STATE_KEY)
+        leases = self._leases
         if raw is None:
+            if leases is not None:
+                leases.may_take(self.actor_id, "", 0)  # forget any lease seen before
             state = self.actor_cls.state_type()
-            loaded = _Loaded(state, self._codec.encode(state), 0, 0, "", None)
+            loaded = _Loaded(state, self._codec.encode(state), 0, 0, "", None, self._version)
         else:
             record = self._parse_record(raw)
-            state = self._decode_state(record.payload)
+            owner = record.owner
+            if (
+                leases is not None
+                and owner != leases.node_id
+                and not leases.may_take(self.actor_id, owner, record.seq)
+            ):
+                raise ActorActiveElsewhereError(
+                    f"actor {self.actor_id} is active on node {owner!r}", owner=owner
+                )
+            state = self._schema.decode(record, self.actor_id)
+            # The canonical bytes of what was loaded, so an untouched state is not rewritten.
             loaded = _Loaded(
-                state, record.payload, record.seq, record.idempotency_count, record.owner, raw
+                state,
+                self._codec.encode(state),
+                record.seq,
+                record.idempotency_count,
+                owner,
+                raw,
+                record.state_version,
             )
         self._loaded = loaded
         self.committed_at = asyncio.get_running_loop().time()
-        leases = self._leases
         if leases is not None and loaded.owner != leases.node_id:
-            if not leases.may_take(self.actor_id, loaded.owner, loaded.seq):
-                self._loaded = None
-                raise ActorActiveElsewhereError(
-                    f"actor {self.actor_id} is active on node {loaded.owner!r}",
-                    owner=loaded.owner,
-                )
+            # may_take() said yes above (or the lease was free): take it.
             try:
                 await self.execute(_nothing, owner=leases.node_id)
             except BaseException:
@@ -189,12 +204,12 @@ class Activation:
         self._retryable = None
         try:
             raw = await txn.get(STATE_KEY)
-            if raw is not None and raw == loaded.record:
-                stored_seq = loaded.seq  # what this activation last wrote: unchanged
-            else:
+            # Every change of the record bumps seq, the lease owner included; but
+            # seq alone repeats when the actor was deleted and re-created with as
+            # many commits, so the fence is the record's bytes: what this
+            # activation last read or wrote, or it reloads.
+            if raw != loaded.record:
                 stored_seq = 0 if raw is None else self._parse_record(raw).seq
-            # Every change of the record bumps seq, the lease owner included.
-            if stored_seq != loaded.seq:
                 raise TransactionConflictError(
                     f"actor {self.actor_id} was committed elsewhere since it was loaded "
                     f"(stored seq {stored_seq}, loaded {loaded.seq}); it will reload"
@@ -215,8 +230,15 @@ class Activation:
             in_body = False
             result_bytes = encode_json(result, "result")
             state_bytes = self._codec.encode(ctx.state)
-            unchanged = state_bytes == loaded.state_bytes and new_owner == loaded.owner
-            if unchanged and not (ctx.wrote or force or idempotency is not None):
+            unchanged = (
+                state_bytes == loaded.state_bytes
+                and new_owner == loaded.owner
+                and loaded.version == self._version
+            )
+            effects = ctx.effects  # ctx.send / set_reminder / cancel_reminder (kelpie.messaging)
+            if unchanged and not (
+                ctx.wrote or force or idempotency is not None or effects is not None
+            ):
                 ended = True
                 if ctx.read:
                     # The handler read KV after the fence read the state: commit()
@@ -236,8 +258,13 @@ class Activation:
                 await txn.set(slot, record_key)
                 await txn.set(record_key, idempotency.pack(result_bytes))
                 count += 1
+            staged: Staged | None = None
+            if effects is not None:
+                if self.services is None:
+                    raise RuntimeError("ctx.send and reminders need a kelpie Runtime")
+                staged = await self.services.stage(effects, txn, self.actor_id, loaded.seq + 1)
             record_bytes = pack_record(
-                loaded.seq + 1, count, self._codec.name, state_bytes, new_owner
+                loaded.seq + 1, count, self._codec.name, state_bytes, new_owner, self._version
             )
             await txn.set(STATE_KEY, record_bytes)
             ended = True
@@ -253,9 +280,12 @@ class Activation:
                 self._restore(loaded)
             raise
         self._loaded = _Loaded(
-            ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes
+            ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes, self._version
         )
         self.committed_at = self._loop.time()
+        if staged is not None:
+            assert self.services is not None
+            self.services.committed(staged)
         return result
 
     async def _abort_quietly(self, txn: Transaction) -> None:
@@ -273,7 +303,16 @@ class Activation:
             log.exception("cannot restore the state of %s; it will reload", self.actor_id)
             self._loaded = None
 
-    async def invoke(self, operation: str, payload: Any, idempotency: Idempotency | None) -> Any:
+    async def invoke(
+        self,
+        operation: str,
+        payload: Any,
+        idempotency: Idempotency | None,
+        special: Special | None = None,
+    ) -> Any:
+        if special is not None:  # the runtime's own call (kelpie.messaging.calls)
+            actor = self.actor
+            return await self.execute(lambda ctx: special(actor, ctx))
         handler = getattr(self.actor, operation)
         return await self.execute(lambda ctx: handler(ctx, payload), idempotency)
 

@@ -1,0 +1,190 @@
+"""Typed JSON for actor state, on msgspec (ADR 0016).
+
+A state class's fields are written as a JSON object in declaration order;
+nested dataclasses, containers of them, ``Optional``/unions, ``Enum``,
+``datetime``/``date``/``time`` (an aware value keeps its UTC offset), ``UUID``,
+``Decimal`` (as a string), ``bytes`` (base64) and ``Literal`` are written in
+msgspec's JSON forms and read back as the declared types.
+
+Reading validates everything against the declared types. msgspec ignores
+unknown fields of dataclasses, so each state type also gets a *checker*: a
+mirror of it in which every dataclass is a ``msgspec.Struct`` with
+``forbid_unknown_fields``; bytes are checked with it first, then decoded as
+the dataclass. Writing checks the freshly encoded bytes the same way, so a
+handler that put a ``str`` into an ``int`` field gets a ``SerializationError``
+and nothing is stored, instead of an actor that can no longer load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from kelpie.errors import SerializationError
+
+__all__ = ["StateTypeError", "TypedJson", "decode_document", "describe"]
+
+_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
+_FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>.*)`$")
+_NON_FINITE = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
+"""A msgpack float64 whose exponent bits are all ones: an infinity or a NaN."""
+
+
+class StateTypeError(ValueError):
+    """Stored state does not match the declared type; ``str()`` is ``path: what is wrong``."""
+
+
+def describe(exc: msgspec.ValidationError) -> str:
+    """``owner.since: expected datetime, got int`` from msgspec's message."""
+    match = _WHERE.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    message, path = match["message"], (match["path"] or "").lstrip(".")
+    field = _FIELD.match(message)
+    if field is not None:
+        name = f"{path}.{field['name']}" if path else field["name"]
+        if field["what"] == "missing required":
+            return f"{name}: missing, and the field has no default"
+        return f"{name}: unknown field (not declared by the state class)"
+    text = message.replace("`", "")
+    return f"{path or '(the state)'}: {text[:1].lower()}{text[1:]}"
+
+
+def _mirror(tp: Any, active: set[type]) -> Any:
+    """``tp`` with every dataclass replaced by a Struct that forbids unknown fields."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if tp in active:
+            raise TypeError(
+                f"{tp.__name__} contains itself; recursive state types are not supported"
+            )
+        active.add(tp)
+        hints = typing.get_type_hints(tp, include_extras=True)
+        fields: list[Any] = []
+        for field in dataclasses.fields(tp):
+            mirrored = _mirror(hints[field.name], active)
+            has_default = (
+                field.default is not dataclasses.MISSING
+                or field.default_factory is not dataclasses.MISSING
+            )
+            fields.append((field.name, mirrored, None) if has_default else (field.name, mirrored))
+        active.discard(tp)
+        # kw_only: a required field may follow one with a default, as in a dataclass.
+        return msgspec.defstruct(
+            f"{tp.__name__}Check", fields, forbid_unknown_fields=True, kw_only=True, frozen=True
+        )
+    origin = typing.get_origin(tp)
+    if origin is None:
+        return tp
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        return tp
+    if origin is typing.Annotated:
+        return typing.Annotated[_mirror(args[0], active), *args[1:]]
+    mirrored_args = tuple(arg if arg is Ellipsis else _mirror(arg, active) for arg in args)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.Union[mirrored_args]  # noqa: UP007 - built from a tuple
+    return origin[mirrored_args]
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a NaN or an infinity (JSON would write them as null)."""
+    try:
+        packed = msgspec.msgpack.encode(value)
+    except (msgspec.EncodeError, OverflowError, TypeError):
+        return _walk_non_finite(value)  # an int beyond 64 bits: msgpack cannot hold it
+    return _NON_FINITE.search(packed) is not None and _walk_non_finite(value)
+
+
+def _walk_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_walk_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_walk_non_finite(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_walk_non_finite(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
+
+
+_encoder = msgspec.json.Encoder()
+_untyped = msgspec.json.Decoder()
+
+
+def decode_document(data: bytes) -> Any:
+    """The stored JSON as plain Python values (what ``migrate_state`` receives)."""
+    try:
+        return _untyped.decode(data)
+    except msgspec.DecodeError as exc:
+        raise StateTypeError(f"(the state): not JSON: {exc}") from exc
+
+
+class TypedJson:
+    """Encodes and decodes one state type; built once per type (``for_type``)."""
+
+    __slots__ = ("_check", "_decode", "state_type")
+
+    _cache: typing.ClassVar[dict[Any, TypedJson]] = {}
+
+    def __init__(self, state_type: Any) -> None:
+        self.state_type = state_type
+        try:
+            self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(state_type).decode
+            check_type = _mirror(state_type, set())
+            self._check: Callable[[bytes], Any] | None = (
+                msgspec.json.Decoder(check_type).decode if check_type is not state_type else None
+            )
+        except (TypeError, NameError) as exc:
+            name = getattr(state_type, "__name__", repr(state_type))
+            raise SerializationError(f"state type {name} is not supported: {exc}") from exc
+
+    @classmethod
+    def for_type(cls, state_type: Any) -> TypedJson:
+        codec = cls._cache.get(state_type)
+        if codec is None:
+            codec = cls._cache[state_type] = cls(state_type)
+        return codec
+
+    def decode(self, data: bytes) -> Any:
+        """The state in ``data``; a mismatch raises ``StateTypeError`` naming the field path."""
+        try:
+            if self._check is not None:
+                self._check(data)
+            return self._decode(data)
+        except msgspec.ValidationError as exc:
+            raise StateTypeError(describe(exc)) from exc
+        except msgspec.DecodeError as exc:
+            raise StateTypeError(f"(the state): not JSON: {exc}") from exc
+
+    def encode(self, state: Any) -> bytes:
+        """JSON of ``state``, checked against the declared types; else ``SerializationError``."""
+        if not isinstance(state, self.state_type):
+            raise SerializationError(
+                f"state must be a {getattr(self.state_type, '__name__', self.state_type)}, "
+                f"got {type(state).__name__}"
+            )
+        data = encode_value(state)
+        try:
+            if self._check is not None:
+                self._check(data)
+            else:
+                self._decode(data)
+        except msgspec.ValidationError as exc:
+            raise SerializationError(f"state cannot be stored: {describe(exc)}") from exc
+        return data
+
+
+def encode_value(value: Any) -> bytes:
+    """msgspec's JSON of ``value``; what JSON cannot hold raises ``SerializationError``."""
+    try:
+        data = _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"state cannot be encoded as JSON: {exc}") from exc
+    if b"null" in data and _has_non_finite(value):
+        raise SerializationError("state cannot be encoded as JSON: it holds a NaN or an infinity")
+    return data
