@@ -1,4 +1,5 @@
-"""The ``kelpie`` command: ``demo``, ``conformance``, ``dst`` and ``bench``; ``--version``.
+"""The ``kelpie`` command: ``demo``, ``conformance``, ``dst``, ``bench``, the data-lifecycle
+commands (``actors``, ``show``, ``delete``, ``copy``, ``verify``); ``--version``.
 
 Each subcommand lives in its own module and is imported only when used.
 """
@@ -38,6 +39,36 @@ _COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
         "measure invocations/s and latency per backend, beside the raw client",
+    ),
+    "actors": (
+        "kelpie.lifecycle_cli.inspect",
+        "add_actors_arguments",
+        "run_actors",
+        "list the actors of a store (--json: one object per line)",
+    ),
+    "show": (
+        "kelpie.lifecycle_cli.inspect",
+        "add_show_arguments",
+        "run_show",
+        "show one actor: its state, seq, lease, idempotency records and KV keys",
+    ),
+    "delete": (
+        "kelpie.lifecycle_cli.inspect",
+        "add_delete_arguments",
+        "run_delete",
+        "delete one actor and every record of it (asks first unless --yes)",
+    ),
+    "copy": (
+        "kelpie.lifecycle_cli.copy",
+        "add_copy_arguments",
+        "run_copy",
+        "copy every actor from one store to another (any backends), then verify",
+    ),
+    "verify": (
+        "kelpie.lifecycle_cli.digest",
+        "add_verify_arguments",
+        "run_verify",
+        "compare two stores actor by actor (SHA-256 of every record)",
     ),
 }
 
