@@ -27,7 +27,8 @@ bytes were handed to the socket, so it can tell "nothing was written"
 The script itself: ``kelpie.storage.redis.script``. ``commit=multi`` (or a
 server that answers the script ``NOPERM`` or "unknown command", logged once,
 then kept for the storage) commits with ``WATCH``/``MULTI``/``EXEC`` instead:
-``kelpie.storage.redis.multi`` (ADR 0011).
+``kelpie.storage.redis.multi`` (ADR 0011). ``list_actors``/``delete_actor``:
+``kelpie.storage.redis.actors`` (ADR 0014).
 """
 
 from __future__ import annotations
