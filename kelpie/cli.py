@@ -70,6 +70,7 @@ _COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_verify",
         "compare two stores actor by actor (SHA-256 of every record)",
     ),
+    "migrate": ("kelpie.migrate_cli", "add_arguments", "run", "migrate stored state to a class"),
 }
 
 
