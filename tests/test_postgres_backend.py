@@ -64,7 +64,7 @@ def test_both_schemes_open_with_defaults_and_no_io() -> None:
             "u",
             "kelpie",
         )
-        assert (o.sslmode, o.pool_min, o.pool_max, o.statement_timeout) == ("prefer", 1, 10, 0)
+        assert (o.sslmode, o.pool_min, o.pool_max, o.statement_timeout) == ("prefer", 0, 10, 0)
         assert "secret" not in repr(storage) and "secret" not in repr(o)
 
 

@@ -47,7 +47,8 @@ class PostgresOptions:
     """The one table kelpie uses, exactly as named (created on first use)."""
     sslmode: str = "prefer"
     """libpq's ``sslmode``: disable, allow, prefer (default), require, verify-ca, verify-full."""
-    pool_min: int = 1
+    pool_min: int = 0
+    """Connections kept open even when idle (0: opened on use, closed after 60 s idle)."""
     pool_max: int = 10
     statement_timeout: int = 0
     """Milliseconds after which the server cancels a statement (0: the server's setting)."""
@@ -141,7 +142,7 @@ def open_postgres(url: str, **options: Any) -> PostgresStorage:
     host name, or the directory of the server's unix socket, overriding the
     URL's host, as libpq's ``?host=``), ``sslmode``
     (disable, allow, prefer -- the default --, require, verify-ca, verify-full),
-    ``pool_min``/``pool_max`` (connections, default 1/10), ``statement_timeout``
+    ``pool_min``/``pool_max`` (connections, default 0/10), ``statement_timeout``
     (ms, default 0: the server's), ``connect_timeout`` (s, default 10),
     ``command_timeout`` (s kelpie waits for a reply, default 60, 0: forever),
     ``group_commit`` (default true), ``max_batch`` (default 128).
