@@ -6,15 +6,20 @@ kelpie.testing.plugin --storage-url=URL`` would. Every test writes only to
 actors with fresh unique ids, so pointing it at a shared deployment is safe.
 It needs ``pip install 'kelpie[conformance]'`` (pytest, pytest-asyncio,
 Hypothesis) and leaves nothing in the current directory: no ``.pytest_cache``,
-and Hypothesis keeps its files in a temporary directory.
+and Hypothesis keeps its files in a temporary directory. It leaves nothing in
+the store either: the session ends by deleting every actor it wrote
+(``kelpie.testing.plugin``). A store that cannot be reached is reported in
+one line after one probe read, before any test runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,17 +50,39 @@ def conformance_pytest_args(url: str, extra_pytest_args: Sequence[str] = ()) -> 
     ]
 
 
+PROBE_SECONDS = 15.0
+"""How long the one probe read may take before the store counts as unreachable."""
+
+
 def _cannot_open(url: str) -> str | None:
-    """Why ``url`` cannot be opened at all (unknown scheme, bad option), or ``None``."""
-    from kelpie.errors import ConfigError
+    """Why ``url`` cannot be opened or reached (bad scheme or option, no server), or ``None``.
+
+    One read of a key of a throwaway actor, before pytest starts: against a
+    server that is down, the suite would otherwise fail every test, slowly.
+    """
+    from kelpie.errors import ConfigError, KelpieError
+    from kelpie.identity import ActorId
     from kelpie.storage.registry import open_storage
 
     try:
         storage = open_storage(url)
     except ConfigError as exc:
         return str(exc)
-    asyncio.run(storage.close())
-    return None
+
+    async def probe() -> str | None:
+        try:
+            actor = ActorId("kelpie-conformance-probe", uuid.uuid4().hex)
+            await asyncio.wait_for(storage.get(actor, b"probe"), PROBE_SECONDS)
+        except TimeoutError:
+            return f"no answer to one read within {PROBE_SECONDS:g} s"
+        except KelpieError as exc:
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        finally:
+            with contextlib.suppress(KelpieError):  # the probe's verdict is what matters
+                await storage.close()
+        return None
+
+    return asyncio.run(probe())
 
 
 class _HypothesisHome:
@@ -112,7 +139,7 @@ def run_conformance(url: str, extra_pytest_args: list[str]) -> int:
 
     problem = _cannot_open(url)
     if problem is not None:
-        print(f"kelpie conformance: cannot open {where}: {problem}", file=sys.stderr)
+        print(f"kelpie conformance: cannot use {where}: {problem}", file=sys.stderr)
         return 2
 
     import pytest

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,48 @@ def test_a_missing_test_package_names_the_conformance_extra(
     assert run_conformance("memory://", []) == 2
     err = capsys.readouterr().err
     assert "needs hypothesis" in err and "pip install 'kelpie[conformance]'" in err, err
+
+
+def test_an_unreachable_server_stops_at_once_with_one_line(tmp_path: Path) -> None:
+    # Port 1 on loopback: nothing listens there; the URL carries a password.
+    started = time.monotonic()
+    result = _run(
+        ["-m", "kelpie.cli", "conformance", "redis://user:s3cret@127.0.0.1:1/0"], tmp_path
+    )
+    assert time.monotonic() - started < 20  # the import of pytest and kelpie, one probe
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("kelpie conformance: cannot use redis://user:***@127.0.0.1:1/0: ")
+    assert "StorageUnavailableError" in lines[0] and "s3cret" not in result.stderr
+
+
+def test_a_conformance_run_leaves_no_key_in_a_real_redis(tmp_path: Path) -> None:
+    from kelpie.testing.redis_server import RedisServer
+
+    redis = pytest.importorskip("redis")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        url = f"{server.url}?prefix=conformance-run"
+        result = _run(
+            ["-m", "kelpie.cli", "conformance", url, "--conformance-examples", "5"], tmp_path
+        )
+        assert result.returncode == 0
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        try:
+            keys = sorted(client.scan_iter(count=1000))
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    # The store-wide keys (the format marker and the delete counter, under the
+    # "{#}" hash tag) stay, and so -- today -- does the version key of each actor
+    # that a test emptied by ordinary commits: such an actor is not listed, so
+    # nothing can find it to delete it (the Redis backend keeps the version of
+    # an emptied actor; see the issue-15 report). No data, index or listed actor.
+    actor_keys = [key for key in keys if not key.startswith(b"conformance-run:{#}:")]
+    print(f"{len(keys)} keys left: {len(actor_keys)} version keys of emptied actors")
+    assert [key for key in actor_keys if not key.endswith(b"}:v")] == []
+    assert len(actor_keys) < 20, actor_keys  # a handful of tests empty an actor

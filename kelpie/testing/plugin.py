@@ -20,12 +20,20 @@ Fixtures:
 - ``store_handle``: the ``StoreHandle`` behind both, for code that runs its
   own event loop (the Hypothesis state machine).
 - ``new_actor``: ``new_actor("label")`` returns a unique ``ActorId``, so tests
-  never touch anything on a shared deployment but their own records.
+  never touch anything on a shared deployment but their own records. Every id
+  it makes (and every id built by hand from ``new_actor.suffix()``) carries the
+  factory's run token; with ``--storage-url``, the session ends by deleting
+  every actor of those URLs whose namespace or id holds a token of this
+  session (``delete_actor``), so a run -- even one whose tests crashed
+  midway -- leaves nothing behind.
 - ``redis_server``: the session's ``RedisServer``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -35,6 +43,7 @@ import pytest
 import pytest_asyncio
 
 from kelpie.identity import ActorId
+from kelpie.storage import lifecycle
 from kelpie.storage.protocol import Storage
 from kelpie.testing.backends import (
     BUILTIN_BACKENDS,
@@ -265,7 +274,45 @@ class ActorFactory:
         return ActorId(namespace, f"{label}-{self.suffix()}")
 
 
+async def _sweep(url: str, runs: set[str]) -> int:
+    """Delete every actor of ``url`` whose namespace or id holds one of ``runs``; how many."""
+    from kelpie.storage.registry import open_storage
+
+    pattern = re.compile("|".join(sorted(runs)))
+    storage = open_storage(url)
+    try:
+        doomed = [
+            actor
+            async for actor in lifecycle.iter_actors(storage)
+            if pattern.search(actor.namespace) or pattern.search(actor.id)
+        ]
+        for actor in doomed:
+            await lifecycle.delete_actor(storage, actor)
+        return len(doomed)
+    finally:
+        await storage.close()
+
+
+@pytest.fixture(scope="session")
+def _actor_runs(request: pytest.FixtureRequest) -> Iterator[set[str]]:
+    """The run tokens of every ``new_actor`` factory of the session; swept at its end."""
+    runs: set[str] = set()
+    yield runs
+    if not runs or reopen_disabled(request.config):
+        return
+    for url in storage_urls(request.config):
+        try:
+            asyncio.run(_sweep(url, runs))
+        except Exception as exc:
+            sys.stderr.write(
+                f"\nkelpie: could not delete the actors this run wrote to {url_id(url)}: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}\n"
+            )
+
+
 @pytest.fixture
-def new_actor() -> ActorFactory:
+def new_actor(_actor_runs: set[str]) -> ActorFactory:
     """``new_actor("label")``: a unique ``ActorId`` for this test."""
-    return ActorFactory()
+    factory = ActorFactory()
+    _actor_runs.add(factory.run)
+    return factory

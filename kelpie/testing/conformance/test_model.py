@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 
 from kelpie.errors import TransactionClosedError, TransactionConflictError
 from kelpie.identity import ActorId
+from kelpie.storage import lifecycle
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.testing.backends import StoreHandle
 from kelpie.testing.plugin import reopen_disabled
@@ -122,6 +123,9 @@ class StorageModelMachine(RuleBasedStateMachine):
             for entry in self.open:
                 with contextlib.suppress(Exception):
                     self.run(entry.txn.abort())
+            with contextlib.suppress(Exception):  # leave nothing behind in a user's store
+                for actor in self.actors:
+                    self.run(lifecycle.delete_actor(self.storage, actor))
             self.run(self.storage.close())
         finally:
             self.loop.close()
