@@ -220,3 +220,23 @@ def test_delete_asks_and_deletes_nothing_unless_the_answer_is_yes(
     assert (
         code == 0 and on(lmdb_url, lambda s: s.get(ActorId("kv", "k1"), user_key(b"name"))) is None
     )
+
+
+def test_kelpie_bench_leaves_no_key_of_its_actors_in_a_real_redis(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import redis
+
+    prefix = f"bench-{uuid.uuid4().hex}"
+    url = f"{redis_server.url}?prefix={prefix}"
+    argv = ("bench", "--storage", url, "--concurrency", "1,4", "--seconds", "0.3", "--quiet")
+    code, out, err = run(*argv, capsys=capsys)
+    assert "deleted every key the bench wrote" in out
+    assert code == 0, err
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    try:
+        keys = sorted(client.scan_iter(match=f"{prefix}*", count=1000))
+    finally:
+        client.close()
+    # Only the store-wide keys (format marker, delete counter) under the "{#}" tag.
+    assert [key for key in keys if not key.startswith(f"{prefix}:{{#}}:".encode())] == []

@@ -3,7 +3,7 @@
 One invocation of ``BenchActor.write`` changes the actor's state and writes
 ``keys`` KV keys; the runtime commits all of it as one storage transaction
 that reads the state record first. ``KelpieSide`` drives a real ``Runtime`` on
-a storage, remembers every actor it touched and deletes their keys at the end.
+a storage, remembers every actor it touched and deletes them (``delete_actor``) at the end.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from kelpie.actor import Actor, ActorContext, ActorId
 from kelpie.bench.timing import Call
+from kelpie.errors import UnsupportedOperationError
 from kelpie.runtime import Runtime
-from kelpie.storage import Storage
+from kelpie.storage import Storage, lifecycle
 
 __all__ = [
     "BenchActor",
@@ -110,7 +111,17 @@ def read_batch_stats(storage: object) -> tuple[int, int] | None:
 
 
 async def delete_actor_keys(storage: Storage, actor: ActorId) -> None:
-    """Delete every record of ``actor`` (its state and its KV keys) in one transaction."""
+    """Delete every record of ``actor``: ``delete_actor`` where the backend has it.
+
+    ``delete_actor`` leaves nothing of the actor, not even the version a backend
+    keeps for it; a backend written before it has its keys deleted in one
+    transaction instead.
+    """
+    try:
+        await lifecycle.delete_actor(storage, actor)
+        return
+    except UnsupportedOperationError:
+        pass
     async with storage.transaction(actor) as txn:
         for key in await txn.list_keys():
             await txn.delete(key)
