@@ -389,6 +389,9 @@ class Database:
                 await conn.execute(self.sql.delete_actor, *_parts(actor))
                 committing = True
                 await transaction.commit()
+            except asyncio.CancelledError:
+                _terminate(conn)  # a transaction left open: never back to the pool
+                raise
             except Exception as exc:
                 if not committing:
                     with contextlib.suppress(Exception):
