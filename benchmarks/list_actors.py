@@ -183,9 +183,8 @@ async def main_async(backends: list[str], actors: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="kelpie-list-bench-") as temp:
         directory = Path(temp)
         server = None
-        print(
-            f"{'backend':<8} {'actors':>9} {'list ms':>11} {'raw ms':>9} {'ratio':>7} {'actors/s':>13}"
-        )
+        header = ("backend", "actors", "list ms", "raw ms", "ratio", "actors/s")
+        print("{:<8} {:>9} {:>11} {:>9} {:>7} {:>13}".format(*header))
         try:
             for backend in backends:
                 if backend == "memory":
