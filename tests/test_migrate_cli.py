@@ -36,7 +36,7 @@ async def _version(storage: Storage, actor: ActorId) -> int:
     return StateRecord.decode(raw, "t").state_version
 
 
-@pytest.mark.parametrize("storage_backend", ["memory", "lmdb"], indirect=True)
+@pytest.mark.parametrize("storage_backend", ["memory", "lmdb", "redis"], indirect=True)
 async def test_migrate_rewrites_old_actors_and_skips_current_ones(storage: Storage) -> None:
     actors = await _seed(storage, 5)
     dry = await migrate(storage, V3, NS, dry_run=True)
@@ -55,7 +55,7 @@ async def test_migrate_rewrites_old_actors_and_skips_current_ones(storage: Stora
         assert state["holder"]["name"] == "o2"
 
 
-@pytest.mark.parametrize("storage_backend", ["memory", "lmdb"], indirect=True)
+@pytest.mark.parametrize("storage_backend", ["memory", "lmdb", "redis"], indirect=True)
 async def test_migrate_reports_failures_and_resumes_after(storage: Storage) -> None:
     actors = await _seed(storage, 4)
     await storage.set(actors[1], STATE_KEY, b"KLP-garbage")

@@ -296,3 +296,26 @@ def test_state_that_is_neither_dataclass_nor_dict_is_refused() -> None:
     with pytest.raises(SerializationError):
         JsonCodec().encode([1, 2])
     assert dataclasses.is_dataclass(Small)
+
+
+@dataclass
+class Node:
+    children: list[Node] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Slotted:
+    n: int = 0
+    tags: frozenset[str] = frozenset()
+
+
+def test_a_recursive_state_type_is_refused_by_name() -> None:
+    with pytest.raises(SerializationError, match="Node contains itself"):
+        JsonCodec().encode(Node())
+
+
+def test_a_slots_dataclass_round_trips_with_defaults_filled_in() -> None:
+    codec = JsonCodec()
+    decoded = codec.decode(b'{"n":2}', Slotted)
+    assert decoded == Slotted(2)
+    assert codec.encode(decoded) == b'{"n":2,"tags":[]}'
