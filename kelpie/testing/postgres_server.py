@@ -118,9 +118,8 @@ class PostgresServer:
             "listen_addresses": "127.0.0.1",
             **(settings or {}),
         }
-        self._user = _service_user()
-        self.directory = Path(tempfile.mkdtemp(prefix="kelpie-pg-"))
-        self.data = self.directory / "data"
+        self._user: pwd.struct_passwd | None = None  # chosen by the first start()
+        self._directory: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._initialised = False
@@ -147,6 +146,17 @@ class PostgresServer:
         }
 
     @property
+    def directory(self) -> Path:
+        """The server's temporary directory (data, socket, log), made on first need."""
+        if self._directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="kelpie-pg-"))
+        return self._directory
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
     def log_path(self) -> Path:
         return self.directory / "postgres.log"
 
@@ -165,6 +175,7 @@ class PostgresServer:
         initdb = find_bin("initdb")
         if initdb is None:
             raise RuntimeError(missing_postgres())
+        self._user = _service_user()
         if self._user is not None:
             os.chown(self.directory, self._user.pw_uid, self._user.pw_gid)
         self.directory.chmod(0o700)
@@ -286,7 +297,10 @@ class PostgresServer:
     def close(self) -> None:
         """Stop the server and delete its directory."""
         self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+            self._initialised = False
 
     def __enter__(self) -> Self:
         self.start()
