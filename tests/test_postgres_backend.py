@@ -18,6 +18,7 @@ from kelpie import ActorId, open_storage
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
+    CorruptStateError,
     StorageUnavailableError,
     TransactionConflictError,
 )
@@ -293,6 +294,19 @@ async def test_an_actor_whose_keys_were_all_deleted_is_not_listed(pg: PostgresSt
 
 
 # -- errors ------------------------------------------------------------------------
+
+
+async def test_a_header_row_of_no_valid_actor_is_corrupt_state(
+    pg: PostgresStorage, raw: asyncpg.Connection
+) -> None:
+    await pg.set(A, b"k", b"v")
+    await raw.execute(
+        f"INSERT INTO {quote_ident(pg.table)} (namespace, id, key, value, incarnation, version)"
+        " VALUES ('\\xff'::bytea, 'x'::bytea, '\\x'::bytea, NULL, 0, 1),"
+        " ('\\xff'::bytea, 'x'::bytea, 'k'::bytea, 'v'::bytea, NULL, NULL)"
+    )
+    with pytest.raises(CorruptStateError, match="something other than kelpie"):
+        await pg.list_actors()
 
 
 async def test_a_statement_timeout_is_unavailable_and_writes_nothing(

@@ -24,6 +24,8 @@ import asyncpg
 from kelpie.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
+    CorruptStateError,
+    InvalidActorIdError,
     KelpieError,
     StorageUnavailableError,
     TransactionConflictError,
@@ -254,7 +256,13 @@ class Database:
                 rows = await self.fetch(
                     sql.list_namespace_after, limit, ns, after.id.encode(), action=action
                 )
-        return [ActorId(bytes(r["namespace"]).decode(), bytes(r["id"]).decode()) for r in rows]
+        try:
+            return [ActorId(bytes(r["namespace"]).decode(), bytes(r["id"]).decode()) for r in rows]
+        except (UnicodeDecodeError, InvalidActorIdError) as exc:
+            raise CorruptStateError(
+                f"a header row in {self.where} names no valid actor: something other than "
+                f"kelpie wrote it ({exc})"
+            ) from exc
 
     # -- writes ------------------------------------------------------------------
 
