@@ -241,6 +241,24 @@ async def test_one_stale_commit_never_fails_its_batch_mates(pg: PostgresStorage)
         assert await pg.get(ActorId("bank", f"b{number}"), b"n") == b"%d" % number
 
 
+async def test_concurrent_reads_share_statements_and_each_sees_its_own_actor(
+    pg: PostgresStorage,
+) -> None:
+    actors = [ActorId("bank", f"r{i}") for i in range(50)]
+    await asyncio.gather(*(pg.set(a, b"n", b"%d" % i) for i, a in enumerate(actors)))
+    reads = pg._db._reads
+    before = (reads.batches, reads.items)
+
+    async def read(actor: ActorId) -> bytes | None:
+        async with pg.transaction(actor) as txn:
+            return await txn.get(b"n")
+
+    values = await asyncio.gather(*(read(a) for a in actors), read(ActorId("bank", "none")))
+    assert values == [b"%d" % i for i in range(50)] + [None]
+    batches, items = reads.batches - before[0], reads.items - before[1]
+    assert items == 51 and batches < 51  # one statement answered many reads
+
+
 async def test_two_commits_on_one_actor_in_one_batch_apply_in_order(pg: PostgresStorage) -> None:
     await asyncio.gather(*(pg.set(A, b"k%d" % i, b"%d" % i) for i in range(30)))
     assert await pg.list_keys(A) == sorted(b"k%d" % i for i in range(30))

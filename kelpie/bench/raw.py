@@ -370,12 +370,19 @@ class PostgresRaw:
         self._where = self._options.where
         self._table = quote_ident(f"kelpie_bench_raw_{namespace}"[:56])
         self._pool: Any = None
-        self._size = 0
+        self._pool_size = 0  # connections of self._pool
+        self._size = 0  # connections wanted: the largest concurrency asked for so far
         self._lock = asyncio.Lock()
 
     async def _ready(self) -> Any:
+        if self._pool is not None and self._pool_size >= self._size:
+            return self._pool
         async with self._lock:
+            if self._pool is not None and self._pool_size < self._size:
+                old, self._pool = self._pool, None  # too small: one connection per actor
+                await old.close()
             if self._pool is None:
+                self._pool_size = max(self._size, 1)
                 o = self._options
                 self._pool = await self._asyncpg.create_pool(
                     host=o.host,
@@ -385,8 +392,8 @@ class PostgresRaw:
                     database=o.database,
                     ssl=o.sslmode,
                     timeout=o.connect_timeout,
-                    min_size=1,
-                    max_size=max(self._size, 1),
+                    min_size=self._pool_size,
+                    max_size=self._pool_size,
                 )
                 await self._pool.execute(
                     f"CREATE TABLE IF NOT EXISTS {self._table} (actor bytea NOT NULL, "
@@ -395,8 +402,7 @@ class PostgresRaw:
         return self._pool
 
     def calls(self, concurrency: int, keys: int) -> list[Call]:
-        if self._pool is None:
-            self._size = max(self._size, concurrency)
+        self._size = max(self._size, concurrency)
         return [self._call(b"a%d" % i, keys) for i in range(concurrency)]
 
     def _call(self, actor: bytes, keys: int) -> Call:

@@ -32,6 +32,7 @@ from kelpie.errors import (
 )
 from kelpie.identity import ActorId
 from kelpie.storage.base import Writes
+from kelpie.storage.group_commit import Batcher
 from kelpie.storage.postgres.errors import is_retryable, translate
 from kelpie.storage.postgres.sql import SCHEMA_VERSION, Statements, ddl, upper_bound
 from kelpie.storage.postgres.url import PostgresOptions
@@ -107,6 +108,14 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
         self._closed = False
+        self._reads: Batcher[tuple[ActorId, bytes], tuple[Seen, bytes | None]] = Batcher(
+            self.read_batch,
+            max_batch=options.max_batch,
+            in_flight_error=lambda: StorageUnavailableError(
+                f"the read from {self.where} was cancelled; retry it"
+            ),
+            shared=True,
+        )
         self.rounds_rerun = 0
         """Rounds the server rolled back (deadlocks) and jobs rerun (write-only, header moved)."""
 
@@ -178,6 +187,7 @@ class Database:
 
     async def close(self) -> None:
         self._closed = True
+        await self._reads.wait_idle()
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -204,8 +214,29 @@ class Database:
         return rows
 
     async def read_value(self, actor: ActorId, key: bytes) -> tuple[Seen, bytes | None]:
-        row = await self.fetchrow(self.sql.read_value, *_parts(actor), key, action="reading a key")
-        return Seen.from_row(row), row["value"]
+        """The actor's header (or absence) and the key's value, from one snapshot.
+
+        Reads that arrive while one is at the server share the next statement
+        (``read_values``): under load, one round trip serves many transactions.
+        """
+        return await self._reads.submit((actor, key))
+
+    async def read_batch(
+        self, items: Sequence[tuple[ActorId, bytes]]
+    ) -> list[tuple[Seen, bytes | None]]:
+        if len(items) == 1:
+            ((actor, key),) = items
+            row = await self.fetchrow(self.sql.read_value, *_parts(actor), key, action="reading")
+            return [(Seen.from_row(row), row["value"])]
+        namespaces, ids, keys = [], [], []
+        for actor, key in items:
+            namespace, ident = _parts(actor)
+            namespaces.append(namespace)
+            ids.append(ident)
+            keys.append(key)
+        rows = await self.fetch(self.sql.read_values, namespaces, ids, keys, action="reading")
+        found = {int(row["n"]): (Seen.from_row(row), row["value"]) for row in rows}
+        return [found[number] for number in range(1, len(items) + 1)]
 
     async def read_keys(self, actor: ActorId, prefix: bytes) -> tuple[Seen, list[bytes]]:
         upper = upper_bound(prefix)

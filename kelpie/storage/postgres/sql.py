@@ -74,6 +74,7 @@ class Statements:
 
     schema_version: str
     read_value: str
+    read_values: str
     read_keys: str
     read_keys_below: str
     read_version: str
@@ -119,6 +120,16 @@ class Statements:
                 f"SELECT {version_cols}, (SELECT value FROM {t}"
                 f" WHERE namespace = $1 AND id = $2 AND key = $3) AS value"
                 f" FROM (SELECT 1) one LEFT JOIN {header} h ON true"
+            ),
+            # Many reads in one statement (one snapshot), for the read batcher.
+            read_values=(
+                f"SELECT r.n, h.incarnation, h.version, d.deletes, v.value"
+                f" FROM unnest($1::bytea[], $2::bytea[], $3::bytea[])"
+                f" WITH ORDINALITY AS r(ns, id, key, n)"
+                f" LEFT JOIN (SELECT version AS deletes FROM {t}"
+                f" WHERE {_META} AND key = 'deletes'::bytea) d ON true"
+                f" LEFT JOIN {t} h ON h.namespace = r.ns AND h.id = r.id AND h.key = {_HEADER}"
+                f" LEFT JOIN {t} v ON v.namespace = r.ns AND v.id = r.id AND v.key = r.key"
             ),
             read_keys=keys_from.format(below=""),
             read_keys_below=keys_from.format(below="AND key < $4"),
