@@ -240,3 +240,55 @@ def test_kelpie_bench_leaves_no_key_of_its_actors_in_a_real_redis(
         client.close()
     # Only the store-wide keys (format marker, delete counter) under the "{#}" tag.
     assert [key for key in keys if not key.startswith(f"{prefix}:{{#}}:".encode())] == []
+
+
+class _OldBackend:
+    """A third-party backend written before list_actors/delete_actor: the old protocol only."""
+
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+
+    async def get(self, actor: ActorId, key: bytes) -> bytes | None:
+        return await self._inner.get(actor, key)
+
+    async def set(self, actor: ActorId, key: bytes, value: bytes) -> None:
+        await self._inner.set(actor, key, value)
+
+    async def delete(self, actor: ActorId, key: bytes) -> None:
+        await self._inner.delete(actor, key)
+
+    async def list_keys(self, actor: ActorId, prefix: bytes = b"") -> list[bytes]:
+        return await self._inner.list_keys(actor, prefix)
+
+    def transaction(self, actor: ActorId) -> Any:
+        return self._inner.transaction(actor)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def test_a_backend_without_the_lifecycle_methods_is_named_and_show_still_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kelpie.storage import register_scheme
+
+    def factory(url: str, **options: Any) -> Any:  # not a Storage: it predates two methods
+        return _OldBackend(open_storage(f"lmdb://{tmp_path / 'old'}"))
+
+    register_scheme("oldstyle", factory)
+    populate("oldstyle://x")
+    code, out, err = run("show", "oldstyle://x", "account/alice", capsys=capsys)
+    assert code == 0, err
+    assert '"balance": 5' in out
+    for argv in (
+        ("actors", "oldstyle://x"),
+        ("delete", "oldstyle://x", "account/alice", "--yes"),
+        ("copy", "oldstyle://x", f"sqlite://{tmp_path / 'd.db'}"),
+        ("copy", f"sqlite://{tmp_path / 'd.db'}", "oldstyle://x"),
+    ):
+        code, out, err = run(*argv, capsys=capsys)
+        assert code == 1, (argv, err)
+        assert err.count("\n") == 1 and "UnsupportedOperationError" in err
+        assert "oldstyle backend does not implement" in err
+        assert "list_actors()" in err or "delete_actor()" in err
+    assert on(f"lmdb://{tmp_path / 'old'}", lambda s: s.list_keys(ActorId("account", "alice")))
