@@ -7,8 +7,10 @@ URLs, opened with ``kelpie.open_storage(url)`` — any scheme, including a
 third party's. Without it, tests run against every built-in backend:
 ``memory``, ``fakeredis``, ``redis`` (one redis-server per session on a free
 loopback port, a unique key prefix per test), ``lmdb`` (a temporary
-directory per test) and ``sqlite`` (a file in a temporary directory per
-test); a backend whose packages are missing is skipped with the reason.
+directory per test), ``sqlite`` (a file in a temporary directory per
+test) and ``postgres`` (one PostgreSQL server per session on a free loopback
+port, a table per test); a backend whose packages are missing is skipped
+with the reason.
 
 Fixtures:
 
@@ -27,6 +29,7 @@ Fixtures:
   session (``delete_actor``), so a run -- even one whose tests crashed
   midway -- leaves nothing behind.
 - ``redis_server``: the session's ``RedisServer``.
+- ``postgres_server``: the session's ``PostgresServer``.
 """
 
 from __future__ import annotations
