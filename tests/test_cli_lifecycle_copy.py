@@ -249,5 +249,9 @@ def test_copy_into_memory_in_process(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert "2,005 identical" in capsys.readouterr().out
         assert dump(name) == dump(source)
         assert main(["verify", name, source]) == 0
+        back = f"lmdb://{tmp_path / 'back'}"  # and on: memory -> LMDB
+        assert main(["copy", name, back]) == 0
+        assert "2,005 identical" in capsys.readouterr().out
+        assert dump(back) == dump(source)
     finally:
         _run_async(keeper.close())
