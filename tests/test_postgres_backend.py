@@ -422,3 +422,103 @@ async def test_write_only_commits_from_two_storages_on_one_actor_all_land(
     finally:
         await first.close()
         await second.close()
+
+
+async def _waiting_for_locks(raw: asyncpg.Connection, count: int) -> None:
+    for _ in range(1000):
+        waiting = await raw.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} sessions never waited for a lock")
+
+
+async def test_a_delete_behind_a_commit_in_flight_sees_the_records_it_wrote(
+    postgres_server: PostgresServer, raw: asyncpg.Connection
+) -> None:
+    # A commit in flight holds the deletes row shared; a delete_actor arriving then
+    # waits for it, and its DELETE (a new snapshot) removes the new records too.
+    table = _table()
+    url = postgres_server.url(table=table)
+    writer, deleter = open_storage(url), open_storage(url)
+    blocker = await asyncpg.connect(**postgres_server.connect_kwargs)
+    try:
+        await writer.set(A, b"old", b"1")
+        assert await deleter.get(A, b"old") == b"1"  # its pool and schema check are done
+        header = (
+            f"SELECT 1 FROM {quote_ident(table)} WHERE namespace = 'bank'::bytea "
+            "AND id = 'alice'::bytea AND key = '\\x'::bytea FOR UPDATE"
+        )
+        async with blocker.transaction():
+            await blocker.execute(header)  # the commit below waits for this row
+            commit = asyncio.create_task(writer.set(A, b"new", b"2"))
+            await _waiting_for_locks(raw, 1)
+            delete = asyncio.create_task(deleter.delete_actor(A))
+            await _waiting_for_locks(raw, 2)
+        await commit
+        await delete
+        assert await writer.list_keys(A) == []
+        assert await writer.list_actors("bank") == []
+        left = await raw.fetchval(
+            f"SELECT count(*) FROM {quote_ident(table)} WHERE namespace = 'bank'::bytea"
+        )
+        assert left == 0  # no record outlived the header
+    finally:
+        await blocker.close()
+        await writer.close()
+        await deleter.close()
+
+
+async def test_deletes_racing_commits_from_another_storage_leave_no_orphan_record(
+    postgres_server: PostgresServer, raw: asyncpg.Connection
+) -> None:
+    # A delete must see every record a concurrent commit wrote (the deletes row is
+    # held shared by every batch): no record may outlive its actor's header.
+    table = _table()
+    url = postgres_server.url(table=table)
+    writer, deleter = open_storage(url), open_storage(url)
+    actors = [ActorId("race", f"a{i}") for i in range(4)]
+    outcomes: dict[str, int] = {}
+    try:
+        await writer.set(actors[0], b"seed", b"1")
+
+        async def write(number: int) -> None:
+            actor = actors[number % len(actors)]
+            try:
+                async with writer.transaction(actor) as txn:
+                    if number % 2:
+                        await txn.get(b"seed")
+                    await txn.set(b"k%d" % number, b"v")
+                    await txn.set(b"seed", b"%d" % number)
+            except TransactionConflictError:
+                outcomes["conflict"] = outcomes.get("conflict", 0) + 1
+            else:
+                outcomes["ok"] = outcomes.get("ok", 0) + 1
+
+        async def delete(number: int) -> None:
+            await deleter.delete_actor(actors[number % len(actors)])
+            outcomes["deleted"] = outcomes.get("deleted", 0) + 1
+
+        waves = 10
+        for wave in range(waves):
+            await asyncio.gather(
+                *(write(wave * 40 + n) for n in range(40)),
+                *(delete(wave * 3 + n) for n in range(3)),
+            )
+        orphans = await raw.fetchval(
+            f"SELECT count(*) FROM {quote_ident(table)} r WHERE r.namespace <> '\\x'::bytea "
+            f"AND r.key <> '\\x'::bytea AND NOT EXISTS (SELECT 1 FROM {quote_ident(table)} h "
+            "WHERE h.namespace = r.namespace AND h.id = r.id AND h.key = '\\x'::bytea)"
+        )
+        print(outcomes)
+        assert outcomes["ok"] > 0 and outcomes["deleted"] == 3 * waves
+        assert orphans == 0
+        for actor in actors:  # what is listed is what is readable
+            assert (actor in await writer.list_actors("race")) == bool(
+                await writer.list_keys(actor)
+            )
+    finally:
+        await writer.close()
+        await deleter.close()
