@@ -110,20 +110,21 @@ def _assert_ascending(actors: Sequence[ActorId]) -> None:
         assert before < after, f"{after!r} listed after {before!r}"
 
 
-@pytest_asyncio.fixture
-async def _lifecycle_methods(storage: Storage, new_actor: ActorFactory) -> None:
-    """Skip, naming the gap, on a backend without ``list_actors``/``delete_actor``."""
-    probe = new_actor("probe")  # never written: listing and deleting it change nothing
-    try:
-        await lifecycle.list_actors(storage, _namespace(new_actor), limit=1)
-        await lifecycle.delete_actor(storage, probe)
-    except UnsupportedOperationError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("_lifecycle_methods")
 class TestActorLifecycle:
+    @pytest_asyncio.fixture(autouse=True)
+    async def _lifecycle_methods(self, storage: Storage, new_actor: ActorFactory) -> None:
+        """Skip, naming the gap, on a backend without ``list_actors``/``delete_actor``.
+
+        A method of the class, so ``from kelpie.testing.conformance import *`` brings it.
+        """
+        probe = new_actor("probe")  # never written: listing and deleting it change nothing
+        try:
+            await lifecycle.list_actors(storage, _namespace(new_actor), limit=1)
+            await lifecycle.delete_actor(storage, probe)
+        except UnsupportedOperationError as exc:
+            pytest.skip(str(exc))
+
     # -- list_actors: order, paging, arguments ----------------------------------------
 
     async def test_a_namespace_lists_its_actors_in_actor_id_order(
