@@ -62,5 +62,34 @@ class ActorId:
         """
         return self._encoded
 
+    @classmethod
+    def decode(cls, encoded: bytes) -> ActorId:
+        """The ``ActorId`` whose ``encode()`` is ``encoded`` (a stored id read back).
+
+        Checks what the constructor checks -- both parts non-empty, at most
+        128 UTF-8 bytes, valid UTF-8 -- but skips re-encoding them: listings
+        rebuild many ids from stored keys. ``InvalidActorIdError`` otherwise.
+        """
+        try:
+            ns_end = 1 + encoded[0]
+            id_start = ns_end + 1
+            if not (
+                1 < ns_end <= MAX_ID_PART_BYTES + 1
+                and 0 < encoded[ns_end] <= MAX_ID_PART_BYTES
+                and len(encoded) == id_start + encoded[ns_end]
+            ):
+                raise ValueError("bad lengths")
+            namespace = encoded[1:ns_end].decode()
+            ident = encoded[id_start:].decode()
+        except (IndexError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise InvalidActorIdError(f"{encoded!r} is not an encoded ActorId: {exc}") from exc
+        actor = object.__new__(cls)
+        set_field = object.__setattr__
+        set_field(actor, "namespace", namespace)
+        set_field(actor, "id", ident)
+        set_field(actor, "_encoded", bytes(encoded))
+        set_field(actor, "_hash", hash((namespace, ident)))
+        return actor
+
     def __str__(self) -> str:
         return f"{self.namespace}/{self.id}"

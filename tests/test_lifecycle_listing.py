@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kelpie.errors import InvalidActorIdError
 from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage
@@ -109,3 +110,41 @@ def test_list_actors_matches_a_sorted_model(
             await storage.close()
 
     asyncio.run(run())
+
+
+_any_part = st.text(min_size=1, max_size=32).filter(
+    lambda t: len(t.encode("utf-8", "replace")) <= 128
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(namespace=_any_part, ident=_any_part)
+def test_an_encoded_actor_id_decodes_to_the_same_id(namespace: str, ident: str) -> None:
+    """``ActorId.decode`` (what listings rebuild ids with) inverts ``encode`` exactly."""
+    try:
+        actor = ActorId(namespace, ident)
+    except InvalidActorIdError:
+        return  # a lone surrogate: not an id at all
+    decoded = ActorId.decode(actor.encode())
+    assert decoded == actor
+    assert hash(decoded) == hash(actor)
+    assert decoded.encode() == actor.encode()
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        b"",
+        b"\x00",
+        b"\x01a",
+        b"\x01a\x00",
+        b"\x01a\x02b",
+        b"\x01a\x01bc",
+        b"\x00\x01b",
+        b"\x01\xff\x01b",  # not UTF-8
+        b"\x81" + b"a" * 129 + b"\x01b",  # a part past 128 bytes
+    ],
+)
+def test_bytes_that_no_actor_id_encodes_to_do_not_decode(encoded: bytes) -> None:
+    with pytest.raises(InvalidActorIdError):
+        ActorId.decode(encoded)

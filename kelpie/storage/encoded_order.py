@@ -54,13 +54,11 @@ def list_encoded(
         names: Iterator[bytes] = iter((namespace.encode(),))
     else:
         names = _namespaces(index, None if after is None else after.namespace.encode())
+    after_namespace = None if after is None else after.namespace.encode()
     for name in names:
-        text = _decode(name)
-        bound = None
-        if after is not None and after.namespace == text:
-            bound = after.id.encode()
-        for ident in _ids(index, name, bound):
-            found.append(_actor(text, ident))
+        bound = after.id.encode() if after is not None and after_namespace == name else None
+        for encoded in _ids(index, name, bound):
+            found.append(_actor(encoded))
             if len(found) == limit:
                 return found
     return found
@@ -99,38 +97,36 @@ def _namespaces_of_length(
 
 
 def _ids(index: EncodedIndex, namespace: bytes, bound: bytes | None) -> Iterator[bytes]:
-    """The ids of ``namespace`` (with a key) greater than ``bound``, in bytewise order.
+    """The encoded actors of ``namespace`` (with a key) whose id is greater than ``bound``,
+    in bytewise order of their ids.
 
     Among ids of one length, bytewise order is the stored order. Of the ids
     of length ``n``, those greater than ``bound`` start at ``bound[:n]``
     (only an id equal to ``bound[:n]`` there is not greater).
     """
     prefix = bytes((len(namespace),)) + namespace
+    skip = len(prefix) + 1  # where the id starts in an encoded actor
     runs = []
     for length in _present_lengths(index, prefix):
         head = prefix + bytes((length,))
         start = head if bound is None else head + bound[:length]
         keys = index.scan(start, prefix + bytes((length + 1,)))
-        runs.append(_ids_above(keys, len(head), bound))
-    return heapq.merge(*runs)
+        runs.append(keys if bound is None else _ids_above(keys, skip, bound))
+    if len(runs) == 1:
+        return runs[0]
+    return heapq.merge(*runs, key=lambda encoded: encoded[skip:])
 
 
-def _ids_above(keys: Iterator[bytes], skip: int, bound: bytes | None) -> Iterator[bytes]:
-    for key in keys:
-        ident = key[skip:]
-        if bound is None or ident > bound:
-            yield ident
+def _ids_above(keys: Iterator[bytes], skip: int, bound: bytes) -> Iterator[bytes]:
+    for encoded in keys:
+        if encoded[skip:] > bound:
+            yield encoded
+            yield from keys  # the rest of the run is above the bound too
+            return
 
 
-def _decode(part: bytes) -> str:
+def _actor(encoded: bytes) -> ActorId:
     try:
-        return part.decode()
-    except UnicodeDecodeError as exc:
-        raise CorruptStateError(f"a stored actor id part is not UTF-8: {part!r}") from exc
-
-
-def _actor(namespace: str, ident: bytes) -> ActorId:
-    try:
-        return ActorId(namespace, _decode(ident))
+        return ActorId.decode(encoded)
     except InvalidActorIdError as exc:
         raise CorruptStateError(f"a stored actor id is not valid: {exc}") from exc

@@ -247,7 +247,9 @@ class _ActorIndex:
         for encoded, entry in actors.iternext():
             if encoded >= stop:
                 return
-            prefix = _NUMBER.pack(_unpack_entry(entry, encoded)[0])
+            if len(entry) != _ENTRY.size:
+                _unpack_entry(entry, encoded)  # raises CorruptStateError
+            prefix = entry[: _NUMBER.size]  # the actor number, as its records start
             if records.set_range(prefix) and records.key().startswith(prefix):
                 yield encoded  # it has a record: listed
 
