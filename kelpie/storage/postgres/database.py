@@ -2,11 +2,12 @@
 
 The pool is made, and the table created, on first use (``open_postgres`` does
 no I/O). Reads are one statement each, so the header they return and the data
-come from one snapshot. Commits arrive in batches from the group-commit
-``Batcher``; ``write_batch`` sends each batch as ONE statement (``sql._commit``)
-run in autocommit, hence one transaction and one WAL flush, in which every
-commit is fenced by its own header check, so one commit's conflict never fails
-its batch-mates (ADR 0017). Every driver exception is translated here
+come from one snapshot; concurrent reads of one key each share statements
+through a ``Batcher`` of their own (one row per read). Commits arrive in
+batches from the group-commit ``Batcher``; ``write_batch`` sends each batch as
+ONE statement (``sql._commit``) run in autocommit, hence one transaction and
+one WAL flush, in which every commit is fenced by its own header check, so one
+commit's conflict never fails its batch-mates (ADR 0017). Every driver exception is translated here
 (``errors.translate``).
 """
 
@@ -27,6 +28,7 @@ from kelpie.errors import (
     CorruptStateError,
     InvalidActorIdError,
     KelpieError,
+    StorageClosedError,
     StorageUnavailableError,
     TransactionConflictError,
 )
@@ -130,6 +132,8 @@ class Database:
         """The connection pool, made (and the table created) on first use."""
         if self._pool is not None:
             return self._pool
+        if self._closed:
+            raise StorageClosedError(f"the storage at {self.where} is closed")
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
