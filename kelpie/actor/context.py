@@ -1,11 +1,12 @@
-"""``ActorContext``: what a handler sees — its id, its state, and buffered KV."""
+"""``ActorContext``: what a handler sees — its id, its state, buffered KV and messages."""
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kelpie.actor.keys import USER, user_key, user_prefix
 from kelpie.identity import ActorId
+from kelpie.messaging.effects import Effects
 from kelpie.storage.base import BufferedTransaction
 from kelpie.storage.protocol import Transaction
 
@@ -22,7 +23,7 @@ class ActorContext(Generic[S]):
     invocation's own writes. A context is valid only during its invocation.
     """
 
-    __slots__ = ("_buffer_set", "_txn", "actor_id", "read", "state", "wrote")
+    __slots__ = ("_buffer_set", "_txn", "actor_id", "effects", "read", "state", "wrote")
 
     def __init__(self, actor_id: ActorId, state: S, txn: Transaction) -> None:
         self.actor_id = actor_id
@@ -31,6 +32,8 @@ class ActorContext(Generic[S]):
         self.wrote = False
         self.read = False
         """A ``kv_*`` read reached the transaction: a read-only invocation must validate."""
+        self.effects: Effects | None = None
+        """Messages and reminder changes to commit with the invocation (kelpie.messaging)."""
         # kelpie's own transactions buffer a write without a coroutine; any
         # other Transaction (a wrapper, one that overrides ``set``) goes through ``set``.
         self._buffer_set = (
@@ -63,3 +66,39 @@ class ActorContext(Generic[S]):
         self.read = True
         strip = len(USER)
         return [key[strip:] for key in await self._txn.list_keys(user_prefix(prefix))]
+
+    # -- messages and reminders (kelpie.messaging, docs/messaging.md) -------------
+
+    def _effects(self) -> Effects:
+        effects = self.effects
+        if effects is None:
+            effects = self.effects = Effects()
+        return effects
+
+    def send(self, target: ActorId, operation: str, payload: Any = None) -> None:
+        """Send ``operation(payload)`` to ``target`` if, and only if, this invocation commits.
+
+        A plain method: the message is stored with the invocation's commit
+        (an outbox) and applied at the target exactly once after it, in send
+        order per target. The payload is encoded now (``SerializationError``).
+        """
+        self._effects().send(target, operation, payload)
+
+    def set_reminder(
+        self,
+        name: str,
+        *,
+        after: float,
+        operation: str,
+        payload: Any = None,
+        every: float | None = None,
+    ) -> None:
+        """Invoke ``operation(payload)`` on this actor ``after`` seconds (then ``every`` seconds).
+
+        Committed with the invocation; replaces a reminder of the same name.
+        """
+        self._effects().set_reminder(name, after, operation, payload, every)
+
+    def cancel_reminder(self, name: str) -> None:
+        """Remove the reminder ``name`` when this invocation commits (absent: no-op)."""
+        self._effects().cancel_reminder(name)

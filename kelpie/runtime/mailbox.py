@@ -19,12 +19,15 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kelpie.errors import MailboxFullError, TransactionConflictError
 from kelpie.runtime.activation import Activation
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.retry import ConflictRetry
+
+if TYPE_CHECKING:
+    from kelpie.messaging.calls import Special
 
 __all__ = ["Mailbox"]
 
@@ -37,6 +40,7 @@ class _Call:
     payload: Any
     idempotency: Idempotency | None
     reply: asyncio.Future[Any]
+    special: Special | None = None
 
 
 @dataclass(slots=True)
@@ -77,7 +81,11 @@ class Mailbox:
         )
 
     def submit(
-        self, operation: str, payload: Any, idempotency: Idempotency | None
+        self,
+        operation: str,
+        payload: Any,
+        idempotency: Idempotency | None,
+        special: Special | None = None,
     ) -> asyncio.Future[Any]:
         if len(self._items) >= self._capacity:
             raise MailboxFullError(
@@ -86,7 +94,7 @@ class Mailbox:
             )
         reply: asyncio.Future[Any] = self._loop.create_future()
         self.idle_since = None
-        self._put(_Call(operation, payload, idempotency, reply))
+        self._put(_Call(operation, payload, idempotency, reply, special))
         return reply
 
     def renew(self) -> None:
@@ -147,7 +155,7 @@ class Mailbox:
                         if not activation.loaded:
                             await activation.load()
                         result = await activation.invoke(
-                            item.operation, item.payload, item.idempotency
+                            item.operation, item.payload, item.idempotency, item.special
                         )
                     else:
                         result = await self._attempts(item, self._retry)
@@ -188,7 +196,9 @@ class Mailbox:
                 if not activation.loaded:
                     await activation.load()
                 payload = copy.deepcopy(item.payload)
-                return await activation.invoke(item.operation, payload, item.idempotency)
+                return await activation.invoke(
+                    item.operation, payload, item.idempotency, item.special
+                )
             except TransactionConflictError as exc:
                 if not activation.may_retry(exc) or attempt >= retry.retries:
                     raise

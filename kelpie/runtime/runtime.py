@@ -7,7 +7,7 @@ import logging
 import math
 import random
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from kelpie.actor.actor import Actor, handlers_of
 from kelpie.actor.codec import JsonCodec, StateCodec, encode_json
@@ -20,6 +20,7 @@ from kelpie.errors import (
 )
 from kelpie.identity import ActorId
 from kelpie.messaging.reentrancy import CURRENT, check_reentrant
+from kelpie.messaging.service import Services
 from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases, stored_lease
@@ -27,6 +28,9 @@ from kelpie.runtime.mailbox import Mailbox
 from kelpie.runtime.retry import ConflictRetry
 from kelpie.storage import lifecycle
 from kelpie.storage.protocol import Storage
+
+if TYPE_CHECKING:
+    from kelpie.messaging.calls import Special
 
 __all__ = ["Runtime"]
 
@@ -126,6 +130,8 @@ class Runtime:
         """``delete_actor`` runs, by actor: a new activation starts after it ends."""
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._messaging = Services(self)
+        """Messages and reminders (``kelpie.messaging``): hooks and a background sweep."""
 
     def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None:
         """Actors whose ``ActorId.namespace`` is ``namespace`` are ``actor_cls`` instances."""
@@ -133,6 +139,25 @@ class Runtime:
             raise TypeError(f"actor_cls must be an Actor subclass, got {actor_cls!r}")
         ActorId(namespace, "x")  # the namespace must be a valid id part
         self._types[namespace] = actor_cls
+        self._start_messaging()
+
+    def _start_messaging(self) -> None:
+        """Start the reminders' and outboxes' sweep (on the first use inside a loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if not self._closed:
+            self._messaging.start()
+
+    async def _submit(self, actor_id: ActorId, special: Special) -> Any:
+        """Run the runtime's own call ``special`` in the actor's mailbox (kelpie.messaging)."""
+        actor_cls = self._types.get(actor_id.namespace)
+        if actor_cls is None:
+            raise UnknownActorTypeError(
+                f"no actor type is registered for namespace {actor_id.namespace!r}"
+            )
+        return await self._mailbox(actor_id, actor_cls).submit("", None, None, special)
 
     @property
     def active_actors(self) -> list[ActorId]:
@@ -158,6 +183,7 @@ class Runtime:
             self._leases,
             self.idempotency_window,
         )
+        activation.services = self._messaging
         # The worker task copies the context now: its handlers see their own actor
         # (a self-invoke raises ReentrantCallError, kelpie/messaging/reentrancy.py).
         token = CURRENT.set((self, actor_id))
@@ -172,6 +198,8 @@ class Runtime:
         finally:
             CURRENT.reset(token)
         self._mailboxes[actor_id] = mailbox
+        if self._messaging._task is None:
+            self._start_messaging()
         if self._sweeper is None:
             periods = []
             if self.idle_timeout is not None:
@@ -324,6 +352,7 @@ class Runtime:
     async def close(self) -> None:
         """Drain in-flight invocations and deactivate every actor; idempotent."""
         self._closed = True
+        await self._messaging.close()  # delivers what is pending first
         if self._sweeper is not None:
             self._sweeper.cancel()
         stops = [mb.stop() for mb in list(self._mailboxes.values()) if not mb.stopping]

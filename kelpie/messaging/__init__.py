@@ -1,0 +1,4 @@
+"""Actors that talk: transactional messages (``ctx.send``), reminders, reentrancy checks.
+
+See ``docs/messaging.md`` and ADR 0018.
+"""

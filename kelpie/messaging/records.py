@@ -1,0 +1,186 @@
+"""The stored records of messaging and reminders, beside the actor's others (ADR 0018).
+
+Every record lives under an actor's ``ActorId`` with a first byte of its own
+(ADR 0004 keeps ``u``, ``s``, ``i``, ``j``, ``r``):
+
+- sender side: ``o`` + target tag + seq (8 bytes) an outbox entry, ``p`` +
+  target tag the last seq sent to that target;
+- target side: ``h`` + sender tag the highest seq applied from that sender,
+  ``d`` + sender tag + seq a dead letter;
+- ``m`` + name a reminder.
+
+A tag is 16 bytes of the SHA-256 of an actor id's injective encoding, so keys
+stay short whatever the ids contain. Sequence numbers count per (sender,
+target) from 1, so "applied up to seq N from sender S" is exact.
+
+The indexes live in a few runtime-owned actors ``kelpie.index/00`` ..
+``/15``: ``o`` + sender tag + token: the sender may have an outbox (written
+before the sender's commit), ``t`` + due (8 bytes, microseconds) + tag: a
+reminder may be due then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kelpie.actor.codec import decode_json, encode_json
+from kelpie.errors import CorruptStateError
+from kelpie.identity import ActorId
+
+__all__ = [
+    "INDEX_NAMESPACE",
+    "INDEX_SHARDS",
+    "OUTBOX",
+    "Message",
+    "counter_key",
+    "dead_letter_key",
+    "high_water_key",
+    "index_actor",
+    "outbox_key",
+    "reminder_key",
+    "tag",
+]
+
+OUTBOX = b"o"
+COUNTER = b"p"
+HIGH_WATER = b"h"
+DEAD_LETTER = b"d"
+REMINDER = b"m"
+
+INDEX_NAMESPACE = "kelpie.index"
+INDEX_SHARDS = 16
+INDEX_OUTBOX = b"o"
+INDEX_DUE = b"t"
+
+MAX_REMINDER_NAME_BYTES = 200
+
+
+def tag(actor: ActorId, extra: str | None = None) -> bytes:
+    """16 bytes naming ``actor`` (and ``extra``) among the keys of another actor."""
+    ns, id_ = actor.namespace.encode(), actor.id.encode()
+    text = b"%d:%s%d:%s" % (len(ns), ns, len(id_), id_)
+    if extra is not None:
+        text += extra.encode()
+    return hashlib.sha256(text).digest()[:16]
+
+
+def seq_bytes(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+def seq_of(raw: bytes | None, what: str) -> int:
+    if raw is None:
+        return 0
+    if len(raw) != 8:
+        raise CorruptStateError(f"{what} is {len(raw)} bytes, not 8")
+    return int.from_bytes(raw, "big")
+
+
+def outbox_key(target_tag: bytes, seq: int) -> bytes:
+    return OUTBOX + target_tag + seq_bytes(seq)
+
+
+def counter_key(target_tag: bytes) -> bytes:
+    return COUNTER + target_tag
+
+
+def high_water_key(sender_tag: bytes) -> bytes:
+    return HIGH_WATER + sender_tag
+
+
+def dead_letter_key(sender_tag: bytes, seq: int) -> bytes:
+    return DEAD_LETTER + sender_tag + seq_bytes(seq)
+
+
+def reminder_key(name: str) -> bytes:
+    return REMINDER + name.encode()
+
+
+def index_actor(actor: ActorId) -> ActorId:
+    """The index shard that lists ``actor``'s outbox and reminders."""
+    return ActorId(INDEX_NAMESPACE, f"{tag(actor)[0] % INDEX_SHARDS:02d}")
+
+
+def index_shards() -> list[ActorId]:
+    return [ActorId(INDEX_NAMESPACE, f"{n:02d}") for n in range(INDEX_SHARDS)]
+
+
+def encode_actor(actor: ActorId, name: str | None = None) -> bytes:
+    """An index entry's value: the actor (and reminder name) it stands for."""
+    parts = [actor.namespace, actor.id] if name is None else [actor.namespace, actor.id, name]
+    return encode_json(parts, "index entry")
+
+
+def decode_actor(raw: bytes, what: str) -> tuple[ActorId, str]:
+    try:
+        value = decode_json(raw)
+    except ValueError as exc:
+        raise CorruptStateError(f"{what} is not readable: {exc}") from exc
+    actor = actor_from(value, what)
+    name = value[2] if len(value) > 2 else ""
+    return actor, name
+
+
+def actor_json(actor: ActorId) -> list[str]:
+    return [actor.namespace, actor.id]
+
+
+def actor_from(value: Any, what: str) -> ActorId:
+    if not (isinstance(value, list) and len(value) >= 2 and all(isinstance(v, str) for v in value)):
+        raise CorruptStateError(f"{what} does not name an actor")
+    return ActorId(value[0], value[1])
+
+
+class Message:
+    """One outbox entry: from ``sender`` to ``target``, the ``seq``-th between them."""
+
+    __slots__ = ("key", "operation", "payload", "sender", "seq", "target")
+
+    def __init__(
+        self, sender: ActorId, target: ActorId, seq: int, operation: str, payload: Any
+    ) -> None:
+        self.sender = sender
+        self.target = target
+        self.seq = seq
+        self.operation = operation
+        self.payload = payload
+        self.key = outbox_key(tag(target), seq)
+
+    def __repr__(self) -> str:
+        return f"<message {self.sender} -> {self.target} #{self.seq} {self.operation}>"
+
+    @staticmethod
+    def pack(target: ActorId, operation: str, payload_json: bytes) -> bytes:
+        head = json.dumps({"t": actor_json(target), "o": operation}, separators=(",", ":"))
+        return head.encode() + b"\n" + payload_json
+
+    @classmethod
+    def unpack(cls, sender: ActorId, key: bytes, value: bytes) -> Message:
+        what = f"outbox entry {key!r} of {sender}"
+        try:
+            head_raw, _, payload_raw = value.partition(b"\n")
+            head = decode_json(head_raw)
+            payload = decode_json(payload_raw)
+        except ValueError as exc:
+            raise CorruptStateError(f"{what} is not readable: {exc}") from exc
+        if not isinstance(head, dict) or not isinstance(head.get("o"), str):
+            raise CorruptStateError(f"{what} names no operation")
+        if len(key) != 25:
+            raise CorruptStateError(f"{what} has a malformed key")
+        target = actor_from(head.get("t"), what)
+        return cls(sender, target, int.from_bytes(key[17:], "big"), head["o"], payload)
+
+
+def dead_letter(message: Message, error: str) -> bytes:
+    return encode_json(
+        {
+            "from": actor_json(message.sender),
+            "seq": message.seq,
+            "operation": message.operation,
+            "payload": message.payload,
+            "error": error[:2000],
+        },
+        "dead letter",
+    )
