@@ -14,7 +14,8 @@ Or pull the tests into your own test module (fixtures come from
     from kelpie.testing.conformance import *
 
 Every test writes only to actors with fresh, unique ids, so it is safe to run
-against a shared deployment; nothing else is read, changed or deleted.
+against a shared deployment; nothing else is changed or deleted (a listing of
+every namespace reads other actors' ids, and looks only at its own).
 """
 
 from kelpie.testing.conformance.test_actor_lifecycle import TestActorLifecycle
