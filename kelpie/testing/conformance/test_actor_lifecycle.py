@@ -50,6 +50,9 @@ MANY_ACTORS = 10_000
 _CREATE_AT_ONCE = 500
 """Concurrent one-key commits while creating actors (group commit batches them)."""
 
+_MAX_PAGES = 20_000
+"""A listing longer than this never ends: fail rather than hang."""
+
 HOSTILE_PARTS: tuple[str, ...] = (
     "a",
     "a\x00",
@@ -92,12 +95,13 @@ async def _list_all(
 ) -> list[list[ActorId]]:
     """Every page of a listing, up to and including the first page shorter than ``limit``."""
     pages: list[list[ActorId]] = []
-    while True:
+    while len(pages) < _MAX_PAGES:
         page = await bounded(storage.list_actors(namespace, after=after, limit=limit))
         pages.append(page)
         if len(page) < limit:
             return pages
         after = page[-1]
+    pytest.fail(f"the listing did not end after {_MAX_PAGES:,} full pages (after={after!r})")
 
 
 def _flat(pages: Sequence[Sequence[ActorId]]) -> list[ActorId]:
