@@ -25,7 +25,14 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.identity import ActorId
-from kelpie.storage.redis.keys import actor_keys
+from kelpie.storage.redis.keys import (
+    SLOTS,
+    actor_keys,
+    actor_member,
+    member_actor,
+    slot_of_key,
+    slot_tag,
+)
 from kelpie.storage.redis.storage import RedisStorage, open_redis
 from kelpie.testing.redis_server import RedisServer
 from tests.redis_support import bounded
@@ -42,6 +49,30 @@ HOSTILE = [
     ActorId("zz", "%41"),
     ActorId("zz", "A"),
 ]
+
+
+def test_index_members_sort_in_actor_id_order_and_decode_back() -> None:
+    rng = random.Random(1514)
+    print("seed=1514")
+    alphabet = "a\x00\x01\x7f:{}%\u00e9\uffff\U0001f600"
+    actors = {
+        ActorId(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))),
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))),
+        )
+        for _ in range(5000)
+    } | set(HOSTILE)
+    ordered = sorted(actors)
+    assert sorted(actors, key=actor_member) == ordered
+    assert [member_actor(actor_member(actor)) for actor in ordered] == ordered
+
+
+def test_every_slot_has_a_tag_of_its_own_that_no_actor_shares() -> None:
+    tags = [slot_tag(slot) for slot in range(SLOTS)]
+    assert [slot_of_key(b"p:{" + tag + b"}:a") for tag in tags] == list(range(SLOTS))
+    assert all(b":" not in tag for tag in tags)  # an actor's tag always has one
+    keys = actor_keys("p", ActorId("bank", "alice"), True)
+    assert slot_of_key(keys.actors) == slot_of_key(keys.deletes) == slot_of_key(keys.version)
 
 
 @pytest.fixture(params=MODES)
