@@ -238,9 +238,12 @@ async def test_a_foreign_key_of_the_wrong_type_is_corrupt_state_and_nothing_is_d
     await store.close()
 
 
-async def test_a_server_killed_mid_delete_never_leaves_half_an_actor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_server_killed_mid_delete_never_leaves_half_an_actor(
+    tmp_path: Path, mode: str
+) -> None:
     with RedisServer(tmp_path / "kill", appendonly=True, appendfsync="always") as srv:
-        store = open_redis(srv.url, prefix="k", socket_timeout=5.0)
+        store = open_redis(srv.url, prefix="k", socket_timeout=5.0, commit=mode)
         actor = ActorId("bank", "wide")
         keys = 20_000
         outcomes: dict[str, int] = {}
