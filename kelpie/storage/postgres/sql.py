@@ -100,18 +100,24 @@ class Statements:
         # One statement each, so the header and the data come from one snapshot.
         version_cols = f"h.incarnation, h.version, {deletes} AS deletes"
         head = f"SELECT {version_cols} FROM (SELECT 1) one LEFT JOIN {header} h ON true"
-        keys_from = (
-            f"SELECT {version_cols}, k.keys FROM (SELECT 1) one LEFT JOIN {header} h ON true"
-            f" CROSS JOIN (SELECT array(SELECT key FROM {t} WHERE namespace = $1 AND id = $2"
-            f" AND key > {_HEADER} AND key >= $3 {{below}} ORDER BY key) AS keys) k"
-        )
-        actors = (
-            f"SELECT h.namespace, h.id FROM {t} h WHERE h.key = {_HEADER}"
-            f" AND h.namespace > '\\x'::bytea {{where}}"
-            f" AND EXISTS (SELECT 1 FROM {t} r WHERE r.namespace = h.namespace"
-            f" AND r.id = h.id AND r.key > {_HEADER})"
-            f" ORDER BY h.namespace, h.id LIMIT $1"
-        )
+
+        # Built by functions, never str.format: the quoted table name may hold braces.
+        def keys_from(below: str) -> str:
+            return (
+                f"SELECT {version_cols}, k.keys FROM (SELECT 1) one LEFT JOIN {header} h ON true"
+                f" CROSS JOIN (SELECT array(SELECT key FROM {t} WHERE namespace = $1 AND id = $2"
+                f" AND key > {_HEADER} AND key >= $3 {below} ORDER BY key) AS keys) k"
+            )
+
+        def actors(where: str) -> str:
+            return (
+                f"SELECT h.namespace, h.id FROM {t} h WHERE h.key = {_HEADER}"
+                f" AND h.namespace > '\\x'::bytea {where}"
+                f" AND EXISTS (SELECT 1 FROM {t} r WHERE r.namespace = h.namespace"
+                f" AND r.id = h.id AND r.key > {_HEADER})"
+                f" ORDER BY h.namespace, h.id LIMIT $1"
+            )
+
         return cls(
             schema_version=(
                 f"SELECT version FROM {t} WHERE {_META} AND key = 'schema_version'::bytea"
@@ -131,8 +137,8 @@ class Statements:
                 f" LEFT JOIN {t} h ON h.namespace = r.ns AND h.id = r.id AND h.key = {_HEADER}"
                 f" LEFT JOIN {t} v ON v.namespace = r.ns AND v.id = r.id AND v.key = r.key"
             ),
-            read_keys=keys_from.format(below=""),
-            read_keys_below=keys_from.format(below="AND key < $4"),
+            read_keys=keys_from(""),
+            read_keys_below=keys_from("AND key < $4"),
             read_version=head,
             get=f"SELECT value FROM {t} WHERE namespace = $1 AND id = $2 AND key = $3",
             list_keys=(
@@ -148,10 +154,10 @@ class Statements:
                 f"UPDATE {t} SET version = version + 1 WHERE {_META} AND key = 'deletes'::bytea"
             ),
             delete_actor=f"DELETE FROM {t} WHERE namespace = $1 AND id = $2",
-            list_actors=actors.format(where=""),
-            list_actors_after=actors.format(where="AND (h.namespace, h.id) > ($2, $3)"),
-            list_namespace=actors.format(where="AND h.namespace = $2"),
-            list_namespace_after=actors.format(where="AND h.namespace = $2 AND h.id > $3"),
+            list_actors=actors(""),
+            list_actors_after=actors("AND (h.namespace, h.id) > ($2, $3)"),
+            list_namespace=actors("AND h.namespace = $2"),
+            list_namespace_after=actors("AND h.namespace = $2 AND h.id > $3"),
         )
 
 

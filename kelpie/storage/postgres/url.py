@@ -19,6 +19,9 @@ DEFAULT_PORT = 5432
 DEFAULT_TABLE = "kelpie"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _MAX_TABLE_BYTES = 56  # NAMEDATALEN - 1 = 63, less the "_actors" of the index name
+_MAX_STATEMENT_TIMEOUT = 2**31 - 1  # the server's limit for the setting (an int of ms)
+_MAX_POOL = 10_000
+"""asyncpg makes a slot per connection up front: a huge pool_max would hang the first call."""
 
 _OPTIONS = {
     "host": as_str,
@@ -73,8 +76,22 @@ class PostgresOptions:
         return f"postgresql://{user}{host}:{self.port}/{self.database}?table={self.table}"
 
 
+def _check_text(scheme: str, part: str, text: str | None) -> None:
+    """The startup packet and the SQL are NUL-terminated UTF-8: refuse what they cannot carry
+    (a NUL would end the field early; a lone surrogate cannot be encoded)."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"the {part} of a {scheme}:// URL is not valid Unicode") from None
+    if "\x00" in text:
+        raise ConfigError(f"the {part} of a {scheme}:// URL may not hold a NUL byte")
+
+
 def _check_table(name: str) -> str:
-    if not name or "\x00" in name:
+    _check_text("postgresql", "option 'table'", name)
+    if not name:
         raise ConfigError("option 'table' of postgresql:// must be a non-empty table name")
     if len(name.encode("utf-8")) > _MAX_TABLE_BYTES:
         raise ConfigError(
@@ -103,6 +120,13 @@ def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOpti
             f"the path of a {parsed.scheme}:// URL is the database name: "
             f"{parsed.scheme}://user@host:5432/dbname"
         )
+    for part, text in (
+        ("host", host),
+        ("database name", database),
+        ("user", parsed.username),
+        ("password", parsed.password),  # the messages never show the text
+    ):
+        _check_text(parsed.scheme, part, text)
     sslmode = values.get("sslmode", "prefer").strip().lower()
     if sslmode not in SSL_MODES:
         raise ConfigError(
@@ -118,14 +142,17 @@ def postgres_options(parsed: StorageURL, kwargs: dict[str, Any]) -> PostgresOpti
         **values,
     )
     _check_table(options.table)
-    if options.pool_min < 0 or options.pool_max < 1 or options.pool_min > options.pool_max:
+    if not 0 <= options.pool_min <= options.pool_max or not 1 <= options.pool_max <= _MAX_POOL:
         raise ConfigError(
             "options 'pool_min' and 'pool_max' of postgresql:// need 0 <= pool_min <= pool_max "
-            f"and pool_max >= 1 (got {options.pool_min}, {options.pool_max})"
+            f"and 1 <= pool_max <= {_MAX_POOL:,} (got {options.pool_min}, {options.pool_max})"
         )
-    if options.statement_timeout < 0:
-        raise ConfigError("option 'statement_timeout' of postgresql:// is milliseconds >= 0")
-    if options.command_timeout < 0:
+    if not 0 <= options.statement_timeout <= _MAX_STATEMENT_TIMEOUT:
+        raise ConfigError(
+            "option 'statement_timeout' of postgresql:// is milliseconds from 0 to "
+            f"{_MAX_STATEMENT_TIMEOUT:,} (PostgreSQL's limit)"
+        )
+    if not options.command_timeout >= 0:  # also refuses NaN, which times out every call
         raise ConfigError("option 'command_timeout' of postgresql:// is seconds >= 0 (0: none)")
     if not options.connect_timeout > 0:
         raise ConfigError("option 'connect_timeout' of postgresql:// must be positive (seconds)")
