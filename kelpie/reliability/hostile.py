@@ -9,19 +9,18 @@ count of inputs tried and every violation found (a Hypothesis falsifying
 example, shrunk).
 
 Targets: storage calls with wrong-typed, empty, huge and odd keys, values,
-prefixes and actor ids; runtime invocations with hostile ids, operations,
-payloads, idempotency keys, and handlers that produce unencodable state,
-results or KV keys; corrupted stored state records; invalid URLs and options;
-wrong Redis passwords (``password_leaks``).
+prefixes and actor ids (``list_actors`` and ``delete_actor`` included);
+runtime invocations with hostile ids, operations, payloads, idempotency keys,
+and handlers that produce unencodable state, results or KV keys; corrupted
+stored state records; invalid URLs and options; hostile option values on a
+live server (``live_options``: PostgreSQL); wrong Redis and PostgreSQL
+passwords (``password_leaks``, in ``kelpie.reliability.passwords``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import random
-import string
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,15 +33,19 @@ from kelpie.actor.actor import Actor
 from kelpie.actor.codec import JsonCodec, StateRecord
 from kelpie.actor.context import ActorContext
 from kelpie.actor.keys import STATE_KEY
-from kelpie.errors import ConfigError, CorruptStateError, KelpieError, StorageUnavailableError
+from kelpie.errors import ConfigError, CorruptStateError, KelpieError
 from kelpie.identity import ActorId
+from kelpie.reliability.passwords import chain_text, password_leaks, wrong_passwords
 from kelpie.runtime import Runtime
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage
+from kelpie.storage.url import StorageURL
 
+# password_leaks and wrong_passwords lived here before kelpie.reliability.passwords.
 __all__ = ["FuzzReport", "Fuzzer", "password_leaks", "wrong_passwords"]
 
 T = TypeVar("T")
+_LIVE_TIMEOUT = 60.0
 ALLOWED: tuple[type[BaseException], ...] = (KelpieError, TypeError)
 
 _JUNK = st.one_of(
@@ -76,6 +79,29 @@ class _Huge(bytes):
 
 _HUGE = _Huge(b"x" * (16 * 1024 * 1024 + 1))
 _VALUES = st.one_of(st.binary(max_size=64), st.just(_HUGE), _JUNK)
+_LIMITS = st.one_of(st.integers(1, 1000), st.integers(-(2**70), 2**70), _JUNK)
+_OPTION_VALUES = st.one_of(
+    _JUNK,
+    st.integers(0, 200),
+    st.floats(0, 100),
+    st.sampled_from(["", "0", "-1", "1e400", "nan", "inf", "yes", "no", "1GB", "x{y}", "a}"]),
+    st.integers(-(2**70), 2**70),
+    _ODD_TEXT,
+)
+_TABLE_NAMES = st.one_of(
+    st.text(alphabet="{}\"'$%;\\ .-_aZ\x00\u00e9\u4e2d\U0001f600\ud800", max_size=20),
+    st.text(max_size=70),
+)
+_BOUNDS = st.sampled_from(
+    [0, -1, 2**31 - 1, 2**31, 2**63, 2**70, math.nan, math.inf, "nan", "inf", "1e400"]
+)
+_POSTGRES_NUMBERS = [
+    "pool_min", "pool_max", "statement_timeout", "connect_timeout", "command_timeout", "max_batch",
+]  # fmt: skip
+_POSTGRES_OPTIONS = [
+    "table", "sslmode", "pool_min", "pool_max", "statement_timeout", "connect_timeout",
+    "command_timeout", "group_commit", "max_batch",
+]  # fmt: skip
 
 
 def _settings(examples: int, run_seed: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -101,6 +127,8 @@ class FuzzReport:
     """Calls answered with a named error (the rest were valid and worked)."""
     violations: list[str] = field(default_factory=list)
     by_target: dict[str, int] = field(default_factory=dict)
+    round_trips: int = 0
+    """``live_options`` examples whose options were accepted and whose round trip worked."""
 
 
 # -- the actor the runtime targets use ------------------------------------------------
@@ -224,17 +252,20 @@ class Fuzzer:
 
         @_settings(examples, self.seed)
         @given(
-            op=st.sampled_from(["get", "set", "delete", "list", "txn"]),
+            op=st.sampled_from(
+                ["get", "set", "delete", "list", "txn", "list_actors", "delete_actor"]
+            ),
             ns=_IDS,
             ident=_IDS,
             key=_KEYS,
             value=_VALUES,
+            limit=_LIMITS,
         )
-        def target(op: str, ns: Any, ident: Any, key: Any, value: Any) -> None:
+        def target(op: str, ns: Any, ident: Any, key: Any, value: Any, limit: Any) -> None:
             self._count += 1
-            self._run(check(op, ns, ident, key, value))
+            self._run(check(op, ns, ident, key, value, limit))
 
-        async def check(op: str, ns: Any, ident: Any, key: Any, value: Any) -> None:
+        async def check(op: str, ns: Any, ident: Any, key: Any, value: Any, limit: Any) -> None:
             try:
                 actor: Any = ActorId(ns, ident)
             except Exception as exc:
@@ -248,9 +279,21 @@ class Fuzzer:
                 "delete": lambda: self.storage.delete(actor, key),
                 "list": lambda: self.storage.list_keys(actor, key),
                 "txn": lambda: self._txn(actor, key, value),
+                # ``after`` is the (maybe hostile) actor; a limit out of range is a
+                # ValueError by design (lifecycle.check_list_arguments).
+                "list_actors": lambda: self.storage.list_actors(ns, after=actor, limit=limit),
+                "delete_actor": lambda: self.storage.delete_actor(actor),
             }
             _, error = await self._call(calls[op]())
-            self._judge(f"{op}({actor!r:.60}, {key!r:.40}, {value!r:.40})", error)
+            if op == "delete_actor" and error is None and valid_actor:
+                if await self._snapshot(actor):
+                    raise AssertionError(f"delete_actor({actor}) left records behind")
+                if actor == self.bystander:
+                    await self.storage.set(self.bystander, b"k", b"safe")
+            if type(error) is ValueError and str(error).startswith("limit must be between"):
+                self.report.rejected += 1  # list_actors' documented refusal of a bad limit
+            else:
+                self._judge(f"{op}({actor!r:.60}, {key!r:.40}, {value!r:.40})", error)
             if error is not None and valid_actor and await self._snapshot(actor) != before:
                 raise AssertionError(f"{op} on {actor} raised {error!r} but changed its records")
             if await self._snapshot(self.bystander) != safe and actor != self.bystander:
@@ -367,7 +410,9 @@ class Fuzzer:
 
     def urls_and_options(self, examples: int) -> None:
         """Invalid URLs and options: ConfigError naming the problem (no I/O)."""
-        schemes = st.sampled_from(["redis", "rediss", "unix", "memory", "bogus", "", "REDIS"])
+        schemes = st.sampled_from(
+            ["redis", "rediss", "unix", "memory", "bogus", "", "REDIS", "postgresql", "postgres"]
+        )
 
         @_settings(examples, self.seed)
         @given(
@@ -396,17 +441,15 @@ class Fuzzer:
         self._target("urls and options", target)
 
     def known_options(self, examples: int, lmdb_dir: str | None = None) -> None:
-        """Known option names with hostile values, on redis, memory and (if given) lmdb."""
+        """Known option names with hostile values, on redis, postgresql, memory and (if given)
+        lmdb; opening does no I/O."""
         names = st.sampled_from(
             ["prefix", "socket_timeout", "connect_timeout", "max_connections", "pool_timeout",
-             "map_size", "max_map_size", "sync", "metasync", "max_readers", "db"]
+             "map_size", "max_map_size", "sync", "metasync", "max_readers", "db", "host",
+             *_POSTGRES_OPTIONS]
         )  # fmt: skip
-        values = st.one_of(
-            _JUNK,
-            st.sampled_from(["", "0", "-1", "1e400", "nan", "inf", "yes", "no", "1GB", "x{y}"]),
-            st.integers(-(2**70), 2**70),
-        )
-        urls = ["redis://127.0.0.1:1/0", "memory://"]
+        values = _OPTION_VALUES
+        urls = ["redis://127.0.0.1:1/0", "memory://", "postgresql://u:pw@127.0.0.1:1/db"]
         if lmdb_dir is not None:
             urls.append(f"lmdb://{lmdb_dir}")
 
@@ -420,7 +463,9 @@ class Fuzzer:
             try:
                 if in_query:
                     joiner = "&" if "?" in url else "?"
-                    storage = open_storage(f"{url}{joiner}{name}={quote(str(value))}")
+                    storage = open_storage(
+                        f"{url}{joiner}{name}={quote(str(value), errors='surrogatepass')}"
+                    )
                 else:
                     storage = open_storage(url, **{name: value})
             except Exception as exc:
@@ -429,6 +474,76 @@ class Fuzzer:
             await storage.close()
 
         self._target("known options", target)
+
+    def live_options(self, examples: int, url: str | None = None) -> None:
+        """Hostile values of the postgresql:// options against a live server (``url``, else
+        this fuzzer's): every call works or raises a named error, in bounded time (a value
+        that hangs the first call is a violation), and no message shows the password.
+
+        Table names and boundary numbers are judged strictly: a value ``open_storage``
+        accepts must work against the healthy server (or be refused by it with
+        ``ConfigError``), so a bad value is refused at open, not by every later call.
+        """
+        base = self.url if url is None else url
+        password = StorageURL.parse(base).password
+
+        @_settings(examples, self.seed)
+        @given(
+            option=st.one_of(
+                st.tuples(st.just("table"), _TABLE_NAMES, st.just(True)),
+                st.tuples(st.sampled_from(_POSTGRES_NUMBERS), _BOUNDS, st.just(True)),
+                st.tuples(st.sampled_from(_POSTGRES_OPTIONS), _OPTION_VALUES, st.just(False)),
+            ),
+            in_query=st.booleans(),
+        )
+        def target(option: tuple[str, Any, bool], in_query: bool) -> None:
+            self._count += 1
+            self._run(check(*option, in_query))
+
+        async def check(name: str, value: Any, strict: bool, in_query: bool) -> None:
+            what = f"{name}={value!r:.60}"
+            actor = ActorId("live", "options")
+            extra = {} if name == "connect_timeout" else {"connect_timeout": 5.0}
+            try:
+                if in_query:
+                    joiner = "&" if "?" in base else "?"
+                    storage = open_storage(
+                        f"{base}{joiner}{name}={quote(str(value), errors='surrogatepass')}", **extra
+                    )
+                else:
+                    storage = open_storage(base, **{name: value, **extra})
+            except Exception as exc:
+                self._judge(f"open_storage(postgresql, {what})", exc)
+                return
+            try:
+                await asyncio.wait_for(self._round_trip(storage, actor), _LIVE_TIMEOUT)
+                self.report.round_trips += 1
+            except TimeoutError:
+                raise AssertionError(f"{what}: a round trip hung for {_LIVE_TIMEOUT} s") from None
+            except Exception as exc:
+                self._judge(f"a round trip with {what}", exc)
+                if password and password in chain_text(exc):
+                    raise AssertionError(f"{what}: the password appears in {exc!r}") from None
+                if strict and not isinstance(exc, ConfigError):
+                    raise AssertionError(
+                        f"{what} was accepted by open_storage, then every call fails: {exc!r}"
+                    ) from None
+            finally:
+                await storage.close()
+
+        self._target("live options", target)
+
+    async def _round_trip(self, storage: Storage, actor: ActorId) -> None:
+        async with storage.transaction(actor) as txn:
+            await txn.get(b"k")
+            await txn.set(b"k", b"v")
+        if await storage.get(actor, b"k") != b"v":
+            raise AssertionError("a committed value did not read back")
+        if actor not in await storage.list_actors(actor.namespace, limit=10):
+            raise AssertionError("a written actor is not listed")
+        await storage.delete_actor(actor)
+        if await storage.list_keys(actor):
+            raise AssertionError("delete_actor left records behind")
 
     def _target(self, name: str, target: Callable[[], None]) -> None:
         start = self._count
@@ -441,13 +556,18 @@ class Fuzzer:
         self.report.inputs += self._count - start
 
     def run(self, examples: int, lmdb_dir: str | None = None) -> FuzzReport:
-        """Every target, ``examples`` inputs in all (split between them)."""
-        share = max(1, examples // 5)
+        """Every target, ``examples`` inputs in all (split between them); ``live_options``
+        too when this fuzzer's storage is PostgreSQL."""
+        live = self.url.startswith(("postgresql://", "postgres://"))
+        parts = 6 if live else 5
+        share = max(1, examples // parts)
         self.storage_calls(share)
         self.runtime_calls(share)
         self.corrupt_state(share)
         self.urls_and_options(share)
-        self.known_options(examples - 4 * share, lmdb_dir)
+        if live:
+            self.live_options(share)
+        self.known_options(examples - (parts - 1) * share, lmdb_dir)
         return self.report
 
 
@@ -460,93 +580,3 @@ def _decodable(raw: bytes) -> bool:
     except Exception:
         return False
     return True
-
-
-# -- passwords ---------------------------------------------------------------------
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append(self.format(record))
-        except Exception:  # a record that cannot format is still searched by its args
-            self.lines.append(f"{record.msg} {record.args}")
-
-
-def _chain(exc: BaseException | None) -> str:
-    parts: list[str] = []
-    while exc is not None:
-        parts += [str(exc), repr(exc)]
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
-
-
-async def password_leaks(
-    port: int, right: str, wrong_passwords: list[str], *, down_port: int | None = None
-) -> tuple[int, list[str]]:
-    """Try each wrong password (and the right one against ``down_port``, if given).
-
-    Returns ``(inputs, violations)``: a wrong password must give ``ConfigError``
-    and nothing written; no message, ``repr`` or DEBUG log line may contain a
-    password, right or wrong.
-    """
-    violations: list[str] = []
-    handler = _Collect()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    inputs = 0
-    try:
-        attempts: list[tuple[str, int, type[KelpieError] | None]] = [
-            (wrong, port, ConfigError) for wrong in wrong_passwords if wrong != right
-        ]
-        attempts.append((right, port, None))
-        if down_port is not None:
-            attempts.append((right, down_port, StorageUnavailableError))
-        for password, target_port, expected in attempts:
-            inputs += 1
-            url = f"redis://:{quote(password, safe='')}@127.0.0.1:{target_port}/0"
-            storage = open_redis_url(url)
-            text = [repr(storage), str(storage)]
-            exc: BaseException | None = None
-            try:
-                await storage.set(ActorId("pw", "a"), b"k", b"v")
-            except Exception as caught:
-                exc = caught
-            finally:
-                await storage.close()
-            text.append(_chain(exc))
-            if expected is None and exc is not None:
-                violations.append(f"the right password failed: {exc!r}")
-            elif expected is not None and not isinstance(exc, expected):
-                violations.append(f"expected {expected.__name__}, got {exc!r}")
-            for secret in {password, quote(password, safe=""), right}:
-                for line in text + handler.lines:
-                    if secret in line:
-                        violations.append(f"a password appears in: {line[:200]!r}")
-                        break
-            handler.lines.clear()
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    return inputs, violations
-
-
-def open_redis_url(url: str) -> Storage:
-    return open_storage(url, connect_timeout=2.0, socket_timeout=2.0)
-
-
-_PASSWORD_ALPHABET = string.ascii_letters + string.digits + "!@#$%^&*()_+-=:/?[]{}~ "
-
-
-def wrong_passwords(count: int, rng: random.Random) -> list[str]:
-    """``count`` random passwords (6-40 characters, URL-hostile ones included)."""
-    return [
-        "Sx9" + "".join(rng.choice(_PASSWORD_ALPHABET) for _ in range(rng.randint(6, 40)))
-        for _ in range(count)
-    ]
