@@ -124,12 +124,6 @@ class _RedisTransaction(RedisReads):
         self._keys = storage._actor_keys(actor)
         self._version: bytes | None = None  # the actor's fence token at the first read
         self._failed = False  # a read failed: what this transaction saw cannot be trusted
-        # Later reads carry a trailing ``GET version``. Reads one after another whose
-        # last trailing version equals the first version all saw that version, so
-        # commit() of a read-only transaction needs no round trip (``_validate``).
-        self._in_flight = 0
-        self._overlapped = False  # two reads were in flight at once: validate by round trip
-        self._last_version: bytes | None = None  # the trailing token of the last read
 
     async def _read_command(self, command: Command, action: str) -> Any:
         storage = self._storage
@@ -139,16 +133,11 @@ class _RedisTransaction(RedisReads):
             packed = packed_keys(self._keys)[0] + pack(commands)  # GET version first
             request = Request(packed, 1 + len(commands), False, action)
         else:
-            packed = pack([command]) + packed_keys(self._keys)[0]  # GET version after
-            request = Request(packed, 2, False, action)
-        self._in_flight += 1
-        if self._in_flight > 1:
-            self._overlapped = True
+            request = Request(pack([command]), 1, False, action)
         try:
             replies = await storage._send(self.actor, request)
             if not first:
-                reply, version_reply = replies
-                self._last_version = self._version_from(version_reply, action)
+                (reply,) = replies
             else:
                 version_reply, reply, *suffix_replies = replies
                 version = self._version_from(version_reply, action)
@@ -165,8 +154,6 @@ class _RedisTransaction(RedisReads):
         except BaseException:
             self._failed = True
             raise
-        finally:
-            self._in_flight -= 1
         return reply
 
     def _version_from(self, reply: Any, action: str) -> bytes:
@@ -189,14 +176,13 @@ class _RedisTransaction(RedisReads):
             )
         if self._version is None:
             return
-        version = self._last_version  # sequential reads: the last one's trailing version
-        if version is None or self._overlapped:
-            keys = self._keys
-            reply = await self._storage._run(
-                self.actor, (b"MGET", keys.version, keys.deletes), "validating reads"
-            )
-            version = self._version_from(reply, "validating reads")
-        if version != self._version:
+        # The actor's token now, at commit(): a commit that landed after the last
+        # read (not only between reads) fails a read-only transaction (guarantee 5).
+        keys = self._keys
+        reply = await self._storage._run(
+            self.actor, (b"MGET", keys.version, keys.deletes), "validating reads"
+        )
+        if self._version_from(reply, "validating reads") != self._version:
             raise TransactionConflictError(
                 f"another commit on {self.actor} landed after this read-only transaction read it"
             )
