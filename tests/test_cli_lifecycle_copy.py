@@ -255,3 +255,18 @@ def test_copy_into_memory_in_process(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert dump(back) == dump(source)
     finally:
         _run_async(keeper.close())
+
+
+def test_a_copy_through_a_redis_cluster_killed_and_resumed(tmp_path: Path) -> None:
+    """LMDB -> Redis Cluster (3 masters; SIGKILLed, resumed) -> LMDB, byte-identical."""
+    from kelpie.testing.redis_cluster import RedisCluster
+
+    first, last = f"lmdb://{tmp_path / 'first'}", f"lmdb://{tmp_path / 'last'}"
+    populate(first, 15)
+    with RedisCluster(tmp_path / "cluster", replicas=0) as cluster:
+        url = f"{cluster.url}?prefix=copy"
+        copy_killed_halfway(first, url)
+        resume(first, url)
+        result = kelpie("copy", url, last)
+        assert result.returncode == 0
+    assert dump(last) == dump(first)
