@@ -300,7 +300,9 @@ class Runtime:
         find the default state. If another live node holds the actor's lease,
         nothing is deleted: ``ActorActiveElsewhereError`` names that node, as an
         invocation would. A backend without ``delete_actor`` raises
-        ``UnsupportedOperationError`` before anything is deactivated.
+        ``UnsupportedOperationError`` naming it -- before anything is
+        deactivated when the method is missing altogether, after the
+        deactivation when the backend's method itself says it is unsupported.
 
         The lease check is advice, not a lock: a node that takes the actor
         between the check and the delete finds its next commit fenced out
