@@ -262,29 +262,22 @@ class _LMDBTransaction(BufferedTransaction):
         self._env = storage._env
         self._encoded = actor.encode()
         self._read_version: int | None = None
-        # Every read looks at the actor's version in its own snapshot: when the
-        # last of two or more reads still saw the first version, all of them saw
-        # it, and commit() of a read-only transaction needs no snapshot of its own.
-        self._reads = 0
-        self._last_version = 0
         # Reading the actor as absent (version 0) also notes the deletes counter.
         self._read_deletes = 0
-        self._last_deletes = 0
 
     def _note_entry(self, txn: Txn) -> bytes | None:
-        """The actor's key prefix in this snapshot (None: never committed); note its version."""
+        """The actor's key prefix in this snapshot (None: never committed); the first
+        read notes its version (and, if absent, the deletes counter)."""
         raw = txn.get(self._encoded, db=self._env.actors)
         if raw is None:
             prefix, version = None, 0
-            self._last_deletes = _deletes(self._env, txn)
         else:
             number, version = _unpack_entry(raw, self._encoded)
             prefix = _NUMBER.pack(number)
         if self._read_version is None:
             self._read_version = version
-            self._read_deletes = self._last_deletes
-        self._reads += 1
-        self._last_version = version
+            if raw is None:
+                self._read_deletes = _deletes(self._env, txn)
         return prefix
 
     def _get_in(self, txn: Txn, key: bytes) -> bytes | None:
@@ -313,10 +306,9 @@ class _LMDBTransaction(BufferedTransaction):
     async def _validate(self) -> None:
         if self._read_version is None:
             return
-        # reads run one at a time, on the loop's thread
-        version, deletes = self._last_version, self._last_deletes
-        if self._reads < 2:
-            version, deletes = await self._env.read(self._version_in, None)
+        # Always a fresh snapshot: a commit landing after the last read (not only
+        # between reads) must fail this commit (guarantee 5, ADR 0010).
+        version, deletes = await self._env.read(self._version_in, None)
         if version != self._read_version:
             raise TransactionConflictError(
                 f"another commit on {self.actor} landed after this read-only transaction read it"

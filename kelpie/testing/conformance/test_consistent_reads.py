@@ -39,6 +39,21 @@ class TestConsistentReads:
         assert await storage.get(actor, b"a") == b"2"
         assert await storage.list_keys(actor) == [b"a", b"b"]
 
+    @pytest.mark.parametrize("reads", [2, 3])
+    async def test_a_commit_after_the_last_of_several_reads_makes_a_read_only_commit_conflict(
+        self, storage: Storage, new_actor: ActorFactory, reads: int
+    ) -> None:
+        actor = new_actor("late-change")
+        await storage.set(actor, b"a", b"1")
+        txn = storage.transaction(actor)
+        for _ in range(reads - 1):
+            assert await txn.get(b"a") == b"1"
+        assert await txn.list_keys() == [b"a"]  # every read saw one version...
+        await storage.set(actor, b"a", b"2")  # ...then the actor changed before commit()
+        with pytest.raises(TransactionConflictError):
+            await txn.commit()
+        assert await storage.get(actor, b"a") == b"2"
+
     async def test_a_listing_then_a_commit_elsewhere_makes_a_read_only_commit_conflict(
         self, storage: Storage, new_actor: ActorFactory
     ) -> None:
