@@ -9,8 +9,9 @@ msgspec's JSON forms and read back as the declared types.
 Reading validates everything against the declared types. msgspec ignores
 unknown fields of dataclasses, so each state type also gets a *checker*: a
 mirror of it in which every dataclass is a ``msgspec.Struct`` with
-``forbid_unknown_fields``; bytes are checked with it first, then decoded as
-the dataclass. Writing checks the freshly encoded bytes the same way, so a
+``forbid_unknown_fields`` and the dataclass's defaults; bytes are checked
+with it, and what it decoded becomes the dataclasses (``msgspec.convert``).
+Writing checks the freshly encoded bytes the same way, so a
 handler that put a ``str`` into an ``int`` field gets a ``SerializationError``
 and nothing is stored, instead of an actor that can no longer load.
 """
@@ -28,7 +29,7 @@ import msgspec
 
 from kelpie.errors import SerializationError
 
-__all__ = ["StateTypeError", "TypedJson", "decode_document", "describe"]
+__all__ = ["StateTypeError", "TypedJson", "describe", "encode_value"]
 
 _WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
 _FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>.*)`$")
@@ -143,15 +144,6 @@ def _walk_non_finite(value: Any) -> bool:
 
 
 _encoder = msgspec.json.Encoder()
-_untyped = msgspec.json.Decoder()
-
-
-def decode_document(data: bytes) -> Any:
-    """The stored JSON as plain Python values (what ``migrate_state`` receives)."""
-    try:
-        return _untyped.decode(data)
-    except msgspec.DecodeError as exc:
-        raise StateTypeError(f"(the state): not JSON: {exc}") from exc
 
 
 class TypedJson:
