@@ -90,8 +90,21 @@ async def list_on_server(
 
 def decode_members(storage: RedisStorage, members: list[Any]) -> list[ActorId]:
     """The actors of index members; a member kelpie did not write is ``CorruptStateError``."""
+    decode, actors = ActorId.decode, []
     try:
-        return [member_actor(bytes(member)) for member in members]
+        for member in members:
+            # The common member, inline (a listing decodes every id it returns):
+            # no escaped NUL; anything else goes through member_actor's checks.
+            cut = member.find(b"\x00\x01")
+            ns, ident = member[:cut], member[cut + 2 : -2]
+            if cut < 1 or member[-2:] != b"\x00\x01" or b"\x00" in ns or b"\x00" in ident:
+                actors.append(member_actor(member))
+                continue
+            try:
+                actors.append(decode(b"%c%b%c%b" % (len(ns), ns, len(ident), ident)))
+            except (ValueError, OverflowError):
+                actors.append(member_actor(member))  # raises, naming the member
+        return actors
     except ValueError as exc:
         raise CorruptStateError(
             f"the actor index under {storage.prefix!r} at {storage.where} holds a member "

@@ -148,11 +148,19 @@ def actor_member(actor: ActorId) -> bytes:
 def member_actor(member: bytes) -> ActorId:
     """The ``ActorId`` of an index member (``actor_member``'s inverse)."""
     cut = member.find(b"\x00\x01")
-    if cut < 0 or not member.endswith(b"\x00\x01"):
+    if cut < 0 or member[-2:] != b"\x00\x01":
         raise ValueError(f"not an actor index member: {member!r}")
-    ns = member[:cut].replace(b"\x00\xff", b"\x00")
-    ident = member[cut + 2 : -2].replace(b"\x00\xff", b"\x00")
-    return ActorId(ns.decode("utf-8"), ident.decode("utf-8"))
+    ns = member[:cut]
+    ident = member[cut + 2 : -2]
+    if b"\x00" in ns:
+        ns = ns.replace(b"\x00\xff", b"\x00")
+    if b"\x00" in ident:
+        ident = ident.replace(b"\x00\xff", b"\x00")
+    try:
+        # ActorId.decode checks what the constructor does, without re-encoding.
+        return ActorId.decode(b"%c%b%c%b" % (len(ns), ns, len(ident), ident))
+    except (ValueError, OverflowError) as exc:  # InvalidActorIdError; a part over 255 bytes
+        raise ValueError(f"not an actor index member: {member!r}") from exc
 
 
 def list_range(namespace: str | None, after: ActorId | None) -> tuple[bytes, bytes]:
