@@ -39,6 +39,7 @@ import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -264,9 +265,11 @@ async def storage(open_storage_again: Reopen) -> AsyncIterator[Storage]:
 class ActorFactory:
     """Makes ``ActorId``s no other test run shares: ``new_actor("label")``."""
 
-    def __init__(self) -> None:
+    def __init__(self, issued: set[ActorId] | None = None) -> None:
         self.run = uuid.uuid4().hex[:16]
         self._count = 0
+        self._issued = issued
+        """Where the ids this factory made are recorded (swept at the session's end)."""
 
     def suffix(self) -> str:
         """A fresh unique string, for building ids by hand."""
@@ -274,22 +277,42 @@ class ActorFactory:
         return f"{self.run}-{self._count}"
 
     def __call__(self, label: str = "actor", *, namespace: str = "conformance") -> ActorId:
-        return ActorId(namespace, f"{label}-{self.suffix()}")
+        actor = ActorId(namespace, f"{label}-{self.suffix()}")
+        if self._issued is not None:
+            self._issued.add(actor)
+        return actor
 
 
-async def _sweep(url: str, runs: set[str]) -> int:
-    """Delete every actor of ``url`` whose namespace or id holds one of ``runs``; how many."""
+@dataclass
+class _Runs:
+    """What the session's ``new_actor`` factories handed out."""
+
+    tokens: set[str] = field(default_factory=set)
+    issued: set[ActorId] = field(default_factory=set)
+
+
+async def _sweep(url: str, runs: _Runs) -> int:
+    """Delete every actor of ``url`` that this session made; how many.
+
+    That is every listed actor whose namespace or id holds a run token (ids
+    built by hand from ``suffix()`` included), and every id a factory issued
+    -- listed or not: an actor whose keys a test deleted is not listed, but a
+    backend may still keep its version record, which ``delete_actor`` removes.
+    """
     from kelpie.storage.registry import open_storage
 
-    pattern = re.compile("|".join(sorted(runs)))
+    pattern = re.compile("|".join(sorted(runs.tokens)))
     storage = open_storage(url)
     try:
-        doomed = [
-            actor
-            async for actor in lifecycle.iter_actors(storage)
-            if pattern.search(actor.namespace) or pattern.search(actor.id)
-        ]
-        for actor in doomed:
+        doomed = set(runs.issued)
+        doomed.update(
+            [
+                actor
+                async for actor in lifecycle.iter_actors(storage)
+                if pattern.search(actor.namespace) or pattern.search(actor.id)
+            ]
+        )
+        for actor in sorted(doomed):
             await lifecycle.delete_actor(storage, actor)
         return len(doomed)
     finally:
@@ -297,11 +320,11 @@ async def _sweep(url: str, runs: set[str]) -> int:
 
 
 @pytest.fixture(scope="session")
-def _actor_runs(request: pytest.FixtureRequest) -> Iterator[set[str]]:
-    """The run tokens of every ``new_actor`` factory of the session; swept at its end."""
-    runs: set[str] = set()
+def _actor_runs(request: pytest.FixtureRequest) -> Iterator[_Runs]:
+    """The run tokens and ids of every ``new_actor`` factory of the session; swept at its end."""
+    runs = _Runs()
     yield runs
-    if not runs or reopen_disabled(request.config):
+    if not runs.tokens or reopen_disabled(request.config):
         return
     for url in storage_urls(request.config):
         try:
@@ -314,8 +337,8 @@ def _actor_runs(request: pytest.FixtureRequest) -> Iterator[set[str]]:
 
 
 @pytest.fixture
-def new_actor(_actor_runs: set[str]) -> ActorFactory:
+def new_actor(_actor_runs: _Runs) -> ActorFactory:
     """``new_actor("label")``: a unique ``ActorId`` for this test."""
-    factory = ActorFactory()
-    _actor_runs.add(factory.run)
+    factory = ActorFactory(_actor_runs.issued)
+    _actor_runs.tokens.add(factory.run)
     return factory
