@@ -155,7 +155,7 @@ class Services:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.closed:
             busy = False
             try:
                 busy = await self._tick()
@@ -167,8 +167,12 @@ class Services:
             if soonest is not None:
                 delay = min(delay, max(0.0, soonest - loop.time()))
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancel of close() when the wake-up lands in the same turn, and the
+            # sweep would run on forever (close() then never returns).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
 
     async def _tick(self) -> bool:
         """One sweep of every index shard; True if the index holds anything."""
