@@ -32,7 +32,14 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from kelpie.errors import CorruptStateError
 from kelpie.identity import ActorId
-from kelpie.storage.redis.keys import actor_from_tag, list_range, member_actor, store_key
+from kelpie.storage.redis.keys import (
+    actor_from_tag,
+    actor_member,
+    list_range,
+    member_actor,
+    slot_of_key,
+    store_key,
+)
 from kelpie.storage.redis.multi import (
     fall_back_to_multi,
     judge_block,
@@ -54,7 +61,7 @@ __all__ = [
     "node_commands",
 ]
 
-SCAN_COUNT = 1000
+SCAN_COUNT = 5000
 """``COUNT`` of each ``SCAN`` step while indexing older data."""
 
 _GLOB_SPECIAL = b"\\*?[]"
@@ -238,35 +245,44 @@ async def _index_server(storage: RedisStorage, node: object, pool: ConnectionPoo
     while True:
         command = (b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"%d" % SCAN_COUNT)
         ((cursor, keys),) = await node_commands(storage, node, pool, [command], "indexing actors")
-        actors: list[ActorId] = []
+        found: list[tuple[bytes, bytes, bytes]] = []
         for key in keys:
-            try:
-                actors.append(actor_from_tag(bytes(key)[head:-3]))
-            except ValueError:
-                continue  # not an actor's data hash: nothing kelpie wrote
-        if actors:
-            await _index_actors(storage, node, pool, actors)
+            member = _member_of_tag(key[head:-3])
+            if member is not None:  # else not an actor's data hash: nothing kelpie wrote
+                slot = slot_of_key(key) if storage._per_slot else None
+                found.append((key, store_key(storage.prefix, slot, b"a"), member))
+        if found:
+            await _index_actors(storage, node, pool, found)
         if cursor in (b"0", 0):
             return
 
 
+def _member_of_tag(tag: bytes) -> bytes | None:
+    """The index member of the actor whose hash tag is ``tag``, or ``None`` if none is."""
+    try:
+        return actor_member(actor_from_tag(tag))
+    except ValueError:
+        return None
+
+
 async def _index_actors(
-    storage: RedisStorage, node: object, pool: ConnectionPool, actors: list[ActorId]
+    storage: RedisStorage,
+    node: object,
+    pool: ConnectionPool,
+    found: list[tuple[bytes, bytes, bytes]],
 ) -> None:
-    """Add each of ``actors`` whose data hash exists to its index, atomically with the check."""
+    """Index each ``(data key, actor index, member)`` whose data hash exists, atomically
+    with the check."""
     action = "indexing actors"
-    by_slot: dict[bytes, list[ActorId]] = {}
-    for actor in actors:
-        by_slot.setdefault(storage._actor_keys(actor).actors, []).append(actor)
+    by_slot: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
+    for entry in found:
+        by_slot.setdefault(entry[1], []).append(entry)
     if storage.commit_mode == "script":
         calls: list[bytes] = []
         for group in by_slot.values():
-            keys: list[bytes] = []
-            for actor in group:
-                ak = storage._actor_keys(actor)
-                keys += (ak.data, ak.actors)
-            members = [storage._actor_keys(actor).member for actor in group]
-            calls.append(script_call(INDEX_SCRIPT, False, keys, members))
+            pairs = [key for data, index, _ in group for key in (data, index)]
+            members = [member for _, _, member in group]
+            calls.append(script_call(INDEX_SCRIPT, False, pairs, members))
         request = Request(b"".join(calls), len(calls), False, action)
         replies = await storage._send_to(node, pool, request)
         refused = next((r for r in replies if refuses_scripting(r)), None)
@@ -280,22 +296,21 @@ async def _index_actors(
         await _index_watched(storage, group)
 
 
-async def _index_watched(storage: RedisStorage, actors: list[ActorId]) -> None:
+async def _index_watched(storage: RedisStorage, group: list[tuple[bytes, bytes, bytes]]) -> None:
     """``_index_actors`` without scripting: ``EXISTS`` under ``WATCH``, then ``MULTI``."""
-    all_keys = [storage._actor_keys(actor) for actor in actors]
     action = "indexing actors"
 
     async def attempt(conn: AbstractConnection) -> tuple[bytes, int] | None:
         try:
             present = await roundtrip(
-                conn, pack([(b"EXISTS", keys.data) for keys in all_keys]), len(all_keys)
+                conn, pack([(b"EXISTS", data) for data, _, _ in group]), len(group)
             )
         except Exception as exc:
             raise storage._translate(exc, action) from exc
         commands: list[Command] = [(b"MULTI",)]
         commands += [
-            (b"ZADD", keys.actors, b"0", keys.member)
-            for keys, there in zip(all_keys, present, strict=True)
+            (b"ZADD", index, b"0", member)
+            for (_, index, member), there in zip(group, present, strict=True)
             if there == 1
         ]
         if len(commands) == 1:
@@ -303,7 +318,7 @@ async def _index_watched(storage: RedisStorage, actors: list[ActorId]) -> None:
         commands.append((b"EXEC",))
         return pack(commands), len(commands)
 
-    watch = (b"WATCH", *(keys.data for keys in all_keys))
-    replies = await watched(storage, f"{len(actors)} actors", watch, attempt, action)
+    watch = (b"WATCH", *(data for data, _, _ in group))
+    replies = await watched(storage, f"{len(group)} actors", watch, attempt, action)
     if replies is not None:
-        judge_block(storage, actors[0], replies)
+        judge_block(storage, f"{len(group)} actors", replies)

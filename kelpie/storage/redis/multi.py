@@ -131,7 +131,7 @@ def multi_block(keys: ActorKeys, writes: Writes, empties: bool = False) -> tuple
     return pack(commands), len(commands)
 
 
-def judge_block(storage: RedisStorage, actor: ActorId, replies: list[Any]) -> None:
+def judge_block(storage: RedisStorage, actor: object, replies: list[Any]) -> None:
     """Raise unless ``replies`` (to ``multi_block`` or ``_EMPTY_BLOCK``) say the block ran."""
     *queued, result = replies
     for reply in queued:
