@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kelpie.actor.actor import Actor, overrides_hook
 from kelpie.actor.codec import StateCodec, StateRecord, encode_json, pack_record
@@ -37,6 +37,10 @@ from kelpie.runtime.deadline import within
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.lease import Leases
 from kelpie.storage.protocol import Storage, Transaction
+
+if TYPE_CHECKING:
+    from kelpie.messaging.calls import Special
+    from kelpie.messaging.service import Services, Staged
 
 __all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
 
@@ -94,6 +98,8 @@ class Activation:
         """Loop time of this activation's last commit (or load)."""
         self._retryable: BaseException | None = None
         """The last conflict of this activation's own transaction outside a body."""
+        self.services: Services | None = None
+        """The runtime's messaging and reminders (``kelpie.messaging``), set by the runtime."""
 
     @property
     def loaded(self) -> bool:
@@ -126,6 +132,8 @@ class Activation:
         comes first; then a record newer than the class raises
         ``StateVersionTooNewError`` and an older one is migrated (ADR 0016).
         """
+        if self.services is not None:
+            self.services.forget(self.actor_id)  # what it knew of the last activation's outbox
         raw = await self._storage.get(self.actor_id, STATE_KEY)
         leases = self._leases
         if raw is None:
@@ -227,7 +235,10 @@ class Activation:
                 and new_owner == loaded.owner
                 and loaded.version == self._version
             )
-            if unchanged and not (ctx.wrote or force or idempotency is not None):
+            effects = ctx.effects  # ctx.send / set_reminder / cancel_reminder (kelpie.messaging)
+            if unchanged and not (
+                ctx.wrote or force or idempotency is not None or effects is not None
+            ):
                 ended = True
                 if ctx.read:
                     # The handler read KV after the fence read the state: commit()
@@ -247,6 +258,11 @@ class Activation:
                 await txn.set(slot, record_key)
                 await txn.set(record_key, idempotency.pack(result_bytes))
                 count += 1
+            staged: Staged | None = None
+            if effects is not None:
+                if self.services is None:
+                    raise RuntimeError("ctx.send and reminders need a kelpie Runtime")
+                staged = await self.services.stage(effects, txn, self.actor_id, loaded.seq + 1)
             record_bytes = pack_record(
                 loaded.seq + 1, count, self._codec.name, state_bytes, new_owner, self._version
             )
@@ -267,6 +283,9 @@ class Activation:
             ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes, self._version
         )
         self.committed_at = self._loop.time()
+        if staged is not None:
+            assert self.services is not None
+            self.services.committed(staged)
         return result
 
     async def _abort_quietly(self, txn: Transaction) -> None:
@@ -284,7 +303,16 @@ class Activation:
             log.exception("cannot restore the state of %s; it will reload", self.actor_id)
             self._loaded = None
 
-    async def invoke(self, operation: str, payload: Any, idempotency: Idempotency | None) -> Any:
+    async def invoke(
+        self,
+        operation: str,
+        payload: Any,
+        idempotency: Idempotency | None,
+        special: Special | None = None,
+    ) -> Any:
+        if special is not None:  # the runtime's own call (kelpie.messaging.calls)
+            actor = self.actor
+            return await self.execute(lambda ctx: special(actor, ctx))
         handler = getattr(self.actor, operation)
         return await self.execute(lambda ctx: handler(ctx, payload), idempotency)
 
