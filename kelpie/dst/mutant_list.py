@@ -28,6 +28,8 @@ class Mutant:
     description: str
     area: str
     """What it breaks, for the table: runtime, storage, memory, batcher, context."""
+    workload: str | None = None
+    """The ``kelpie dst`` workload whose storm catches it (``None``: the storm's own)."""
 
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -214,5 +216,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "kv_delete does not mark the invocation as a writer: a handler that only "
         "deletes is aborted, not committed",
         "context",
+    ),
+    # -- messaging (issue 16): caught by the transfers workload ------------------------
+    Mutant(
+        "send_before_commit",
+        "messaging/delivery.py",
+        "        return StagedSends(sender, state, outbox, counters, messages)\n",
+        "        self.enqueue(sender, messages)\n"
+        "        return StagedSends(sender, state, outbox, counters, [])\n",
+        "messages are handed to delivery while the sender's commit is still pending: a "
+        "commit that fails (or a retry that numbers the message again) still delivers it",
+        "messaging",
+        workload="transfers",
+    ),
+    Mutant(
+        "no_dedup_at_target",
+        "messaging/calls.py",
+        "    if message.seq <= mark:\n        return None\n",
+        "",
+        "the target applies a message again when it is delivered again (no high-water "
+        "check): a redelivery after a lost ack or an unknown outcome doubles the credit",
+        "messaging",
+        workload="transfers",
     ),
 )

@@ -327,7 +327,10 @@ def run_mutants(
     lock = threading.Lock()
 
     def work(mutant: Mutant | None) -> MutantResult:
-        result = run_one(mutant, seeds, storm, timeout=timeout, source=source)
+        own = storm
+        if mutant is not None and mutant.workload is not None:
+            own = [*storm, "--workload", mutant.workload]  # the last --workload wins
+        result = run_one(mutant, seeds, own, timeout=timeout, source=source)
         if on_done is not None:
             with lock:
                 on_done(result)

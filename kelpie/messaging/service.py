@@ -73,8 +73,10 @@ class Services:
         self._soonest: float | None = None
         self._firing: dict[tuple[ActorId, bytes], asyncio.Task[None]] = {}
         self._fire_attempts: dict[tuple[ActorId, bytes], int] = {}
-        self._index_busy = False
         self.closed = False
+        # Built inside the runtime's constructor: the sweep belongs to whoever built the
+        # runtime (a simulated process), not to whichever task first registers or invokes.
+        self._context = _clean_context()
 
     # -- hooks of the activation ----------------------------------------------------
 
@@ -150,7 +152,7 @@ class Services:
     def start(self) -> None:
         if self._task is None and not self.closed:
             self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="kelpie-messaging", context=_clean_context()
+                self._run(), name="kelpie-messaging", context=self._context
             )
 
     async def _run(self) -> None:
@@ -165,7 +167,8 @@ class Services:
             delay = self.poll if busy or self.messenger.used else self.idle_poll
             soonest = self._soonest
             if soonest is not None:
-                delay = min(delay, max(0.0, soonest - loop.time()))
+                # Never 0: a due time rounded to microseconds must not spin the loop.
+                delay = min(delay, max(0.001, soonest - loop.time()))
             self._wakeup.clear()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancel of close() when the wake-up lands in the same turn, and the
@@ -198,7 +201,7 @@ class Services:
                     if due <= now_us:
                         await self._start_fire(shard, key, due)
                     else:
-                        self.wake_at(due / 1_000_000)
+                        self.wake_at((due + 1) / 1_000_000)
             for entries in outboxes.values():
                 await self._sweep_outbox(shard, entries)
         return busy

@@ -14,6 +14,7 @@ from kelpie.dst.workloads.bank import BankWorkload
 from kelpie.dst.workloads.ledger import LedgerWorkload
 from kelpie.dst.workloads.mixed import MixedWorkload
 from kelpie.dst.workloads.registers import RegistersWorkload
+from kelpie.dst.workloads.transfers import TransfersWorkload
 
 __all__ = [
     "WORKLOADS",
@@ -21,6 +22,7 @@ __all__ = [
     "LedgerWorkload",
     "MixedWorkload",
     "RegistersWorkload",
+    "TransfersWorkload",
 ]
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
@@ -28,4 +30,5 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "bank": BankWorkload,
     "registers": RegistersWorkload,
     "mixed": MixedWorkload,
+    "transfers": TransfersWorkload,
 }
