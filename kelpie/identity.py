@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from kelpie.errors import InvalidActorIdError
 
@@ -91,5 +94,35 @@ class ActorId:
         set_field(actor, "_hash", hash((namespace, ident)))
         return actor
 
+    @classmethod
+    def _trusted_many(
+        cls, namespace: str, ids: Sequence[str], encoded: Sequence[bytes]
+    ) -> list[ActorId]:
+        """``ActorId(namespace, ids[i])`` for each ``i``, whose ``encode()`` is ``encoded[i]``.
+
+        For listings only, which rebuild many ids of one namespace from a
+        store's own, already checked encoding: nothing is validated here (the
+        caller guarantees the parts are valid and ``encoded[i]`` is their
+        encoding), and the loop runs in C (``map`` over the slot setters), with
+        no Python frame per id. The ids are indistinguishable from constructed
+        ones: same fields, same cached hash, same encoding.
+        """
+        count = len(ids)
+        actors = list(map(object.__new__, repeat(cls, count)))
+        names = repeat(namespace, count)
+        deque(map(_SET_NAMESPACE, actors, names), maxlen=0)
+        deque(map(_SET_ID, actors, ids), maxlen=0)
+        deque(map(_SET_ENCODED, actors, encoded), maxlen=0)
+        hashes = map(hash, zip(repeat(namespace, count), ids, strict=True))
+        deque(map(_SET_HASH, actors, hashes), maxlen=0)
+        return actors
+
     def __str__(self) -> str:
         return f"{self.namespace}/{self.id}"
+
+
+# The slots' own setters: they bypass the frozen ``__setattr__`` (``_trusted_many``).
+_SET_NAMESPACE = ActorId.__dict__["namespace"].__set__
+_SET_ID = ActorId.__dict__["id"].__set__
+_SET_ENCODED = ActorId.__dict__["_encoded"].__set__
+_SET_HASH = ActorId.__dict__["_hash"].__set__

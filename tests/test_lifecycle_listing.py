@@ -12,14 +12,19 @@ deletes them, and checks every listing -- any namespace or all, any
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import pickle
+import sqlite3
 import uuid
 from pathlib import Path
 
+import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kelpie.errors import InvalidActorIdError
+from kelpie.errors import CorruptStateError, InvalidActorIdError
 from kelpie.identity import ActorId
 from kelpie.storage.protocol import Storage
 from kelpie.storage.registry import open_storage
@@ -148,3 +153,108 @@ def test_an_encoded_actor_id_decodes_to_the_same_id(namespace: str, ident: str) 
 def test_bytes_that_no_actor_id_encodes_to_do_not_decode(encoded: bytes) -> None:
     with pytest.raises(InvalidActorIdError):
         ActorId.decode(encoded)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(namespace=_any_part, idents=st.lists(_any_part, max_size=8))
+def test_ids_built_in_bulk_are_constructed_ids(namespace: str, idents: list[str]) -> None:
+    """``ActorId._trusted_many`` (what listings build ids with) makes ids that equal,
+    hash, encode, print, order and pickle exactly as constructed ones."""
+    try:
+        actors = [ActorId(namespace, ident) for ident in idents]
+    except InvalidActorIdError:
+        return  # a lone surrogate: not an id at all
+    built = ActorId._trusted_many(namespace, idents, [a.encode() for a in actors])
+    assert built == actors
+    for made, actor in zip(built, actors, strict=True):
+        assert type(made) is ActorId
+        assert hash(made) == hash(actor)
+        assert made.encode() == actor.encode()
+        assert (repr(made), str(made)) == (repr(actor), str(actor))
+        assert pickle.loads(pickle.dumps(made)) == actor
+        assert {made: 1}[actor] == 1
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.id = "x"  # type: ignore[misc]
+    assert sorted(built, reverse=True) == sorted(actors, reverse=True)
+
+
+@pytest.mark.parametrize("backend", ["memory", "lmdb", "sqlite"])
+def test_big_pages_list_in_order(tmp_path: Path, backend: str) -> None:
+    """Pages larger than the backends' read-ahead steps, over ids of several lengths
+    (several merged runs) in several namespaces, page by page from ``after``."""
+    actors = [
+        ActorId(namespace, f"{n % 997}" + "x" * (n % 3))
+        for namespace in ("n", "nn", "\xff")
+        for n in range(2500)
+    ]
+    model = sorted(set(actors))
+    url = {
+        "memory": "memory://",
+        "lmdb": f"lmdb://{tmp_path / 'l'}",
+        "sqlite": f"sqlite://{tmp_path / 's.db'}",
+    }[backend]
+
+    async def pages(namespace: str | None, limit: int) -> list[ActorId]:
+        listed: list[ActorId] = []
+        after = None
+        while True:
+            page = await storage.list_actors(namespace, after=after, limit=limit)
+            listed += page
+            if len(page) < limit:
+                return listed
+            after = page[-1]
+
+    async def run() -> None:
+        try:
+            await check()
+        finally:
+            await storage.close()
+
+    async def check() -> None:
+        await asyncio.gather(*(storage.set(actor, b"k", b"v") for actor in set(actors)))
+        for emptied in model[::7]:
+            await storage.delete(emptied, b"k")
+        rest = [a for i, a in enumerate(model) if i % 7]
+        for limit in (1000, 4999, 10_000):
+            assert await pages(None, limit) == rest
+        assert await pages("nn", 333) == [a for a in rest if a.namespace == "nn"]
+        assert await storage.list_actors(after=rest[100], limit=5000) == rest[101:5101]
+
+    storage = open_storage(url)
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("damage", [b"\x01n\x02\xff\xfe", b"\x01n\x01ab", b"\x01n\x02a"])
+@pytest.mark.parametrize("backend", ["lmdb", "sqlite"])
+async def test_a_damaged_stored_id_is_corrupt_state(
+    tmp_path: Path, backend: str, damage: bytes
+) -> None:
+    """An actor-table key that no ``ActorId`` encodes to (bad UTF-8, a length byte
+    that disagrees with the id) fails the listing that reaches it."""
+    url = f"lmdb://{tmp_path / 'l'}" if backend == "lmdb" else f"sqlite://{tmp_path / 's.db'}"
+    storage = open_storage(url)
+    await storage.set(ActorId("n", "a"), b"k", b"v")
+    await storage.close()
+    if backend == "lmdb":
+        env = lmdb.open(str(tmp_path / "l"), max_dbs=3)
+        try:
+            with env.begin(write=True) as txn:
+                actors = env.open_db(b"actors", txn=txn)
+                entry = txn.get(ActorId("n", "a").encode(), db=actors)
+                assert entry is not None
+                txn.put(damage, entry, db=actors)  # the same actor number: it has a record
+        finally:
+            env.close()
+    else:
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as db, db:
+            db.execute("INSERT INTO kelpie_versions VALUES (?, 1)", (damage,))
+            db.execute("INSERT INTO kelpie_records VALUES (?, ?, ?)", (damage, b"k", b"v"))
+    storage = open_storage(url)
+    try:
+        with pytest.raises(CorruptStateError):
+            await storage.list_actors()
+        with pytest.raises(CorruptStateError):
+            await storage.list_actors("n")
+        assert await storage.list_actors("m") == []
+    finally:
+        await storage.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Coroutine, Iterator
+from itertools import chain
 from typing import Any
 
 from kelpie.errors import (
@@ -239,19 +240,38 @@ class _ActorIndex:
         cursor = self._seek
         return cursor.key() if cursor.set_range(key) else None
 
-    def scan(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+    def scan(self, start: bytes, stop: bytes, first: int) -> Iterator[bytes]:
+        return chain.from_iterable(self._chunks(start, stop, first))
+
+    def _chunks(self, start: bytes, stop: bytes, first: int) -> Iterator[list[bytes]]:
+        """The listed ids of ``[start, stop)`` in lists of ``first``, then growing sizes:
+        the consumer steps through them in C, and reads ahead at most one list."""
         actors = self._txn.cursor(db=self._env.actors)
         records = self._txn.cursor(db=self._env.records)
         if not actors.set_range(start):
             return
-        for encoded, entry in actors.iternext():
-            if encoded >= stop:
+        entries = actors.iternext()
+        seek, key = records.set_range, records.key
+        entry_size, number_size = _ENTRY.size, _NUMBER.size
+        size = first
+        while True:
+            chunk: list[bytes] = []
+            for encoded, entry in entries:
+                if encoded >= stop:
+                    yield chunk
+                    return
+                if len(entry) != entry_size:
+                    _unpack_entry(entry, encoded)  # raises CorruptStateError
+                prefix = entry[:number_size]  # the actor number, as its records start
+                if seek(prefix) and key().startswith(prefix):
+                    chunk.append(encoded)  # it has a record: listed
+                    if len(chunk) == size:
+                        break
+            else:
+                yield chunk
                 return
-            if len(entry) != _ENTRY.size:
-                _unpack_entry(entry, encoded)  # raises CorruptStateError
-            prefix = entry[: _NUMBER.size]  # the actor number, as its records start
-            if records.set_range(prefix) and records.key().startswith(prefix):
-                yield encoded  # it has a record: listed
+            yield chunk
+            size = min(size * 2, 4096)
 
 
 class _LMDBTransaction(BufferedTransaction):
