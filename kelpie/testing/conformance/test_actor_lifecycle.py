@@ -254,6 +254,7 @@ class TestActorLifecycle:
     ) -> None:
         namespace = _namespace(new_actor)
         emptied, emptied_in_one, kept = (ActorId(namespace, n) for n in ("e1", "e2", "k"))
+        new_actor.track(emptied, emptied_in_one, kept, ActorId(namespace, "deletes-only"))
         await storage.set(emptied, b"k", b"v")
         await storage.delete(emptied, b"k")
         async with storage.transaction(emptied_in_one) as txn:

@@ -95,6 +95,7 @@ class TestActorIsolation:
         self, storage: Storage, new_actor: ActorFactory, label: str
     ) -> None:
         first, second = colliding_pair(label, new_actor.suffix())
+        new_actor.track(first, second)
         await storage.set(first, b"shared", b"first")
         await storage.set(second, b"shared", b"second")
         async with storage.transaction(first) as txn:
