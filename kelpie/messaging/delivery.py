@@ -190,7 +190,17 @@ class Messenger:
             log.warning("delivery of %s's outbox failed", sender, exc_info=task.exception())
 
     async def _pump(self, sender: ActorId) -> None:
+        while True:
+            stuck = await self._deliver_pending(sender)
+            await self._cleanup(sender)
+            # Messages committed while this pump was cleaning up found it running: go on.
+            if stuck or not self._pending.get(sender) or self.closing:
+                return
+
+    async def _deliver_pending(self, sender: ActorId) -> bool:
+        """Deliver what is pending for ``sender``; True if some target must wait."""
         pending = self._pending.get(sender)
+        stuck = False
         while pending:
             # Keys sort by target tag then seq: each target's messages in send order.
             by_target: dict[bytes, list[Message]] = {}
@@ -205,10 +215,11 @@ class Messenger:
                     pending.pop(message.key, None)
                     self._acked.setdefault(sender, set()).add(message.key)
             if not delivered_any:
+                stuck = True
                 break  # every target is stuck: the sweep tries again later
-        if not pending:
-            self._pending.pop(sender, None)
-        await self._cleanup(sender)
+        if not pending and self._pending.get(sender) is pending:
+            del self._pending[sender]
+        return stuck
 
     async def _deliver(self, message: Message) -> bool:
         """Apply ``message`` at its target; False if it must wait (retried later)."""
