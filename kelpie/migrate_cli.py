@@ -183,15 +183,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _print_progress(summary: Summary) -> None:
-    done = len(summary.migrated) + len(summary.current) + len(summary.failed)
-    if done % 100 == 0 or (summary.failed and summary.failed[-1][0] == summary.last):
-        print(
-            f"migrate: {done} actors, {len(summary.migrated)} migrated, "
-            f"{len(summary.current)} already current, {len(summary.failed)} failed "
-            f"(last {summary.last})",
-            file=sys.stderr,
-        )
+class _Shown:
+    """Progress on stderr: the shared live counter (redrawn on a terminal, a line
+    every few seconds otherwise) and one line per failure as it happens."""
+
+    def __init__(self) -> None:
+        from kelpie.lifecycle_cli.common import Progress
+
+        self.counter = Progress("checked")
+        self._failed = 0
+
+    def __call__(self, summary: Summary) -> None:
+        self.counter.add()
+        if len(summary.failed) > self._failed:
+            self._failed = len(summary.failed)
+            actor, reason = summary.failed[-1]
+            self.counter.close()
+            print(f"migrate: {actor} failed: {reason}", file=sys.stderr)
 
 
 def _print_summary(summary: Summary, dry_run: bool) -> None:
@@ -214,6 +222,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"give --namespace: {args.actor_class} has no `namespace` attribute")
     after = _parse_actor(args.after) if args.after else None
     storage = open_storage(args.url)
+    shown = _Shown()
     try:
         summary = await migrate(
             storage,
@@ -221,9 +230,10 @@ async def _run(args: argparse.Namespace) -> int:
             namespace,
             after=after,
             dry_run=args.dry_run,
-            progress=_print_progress,
+            progress=shown,
         )
     finally:
+        shown.counter.close()
         await storage.close()
     if args.json:
         print(json.dumps(summary.as_json(args.dry_run), ensure_ascii=False))
