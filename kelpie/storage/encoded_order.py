@@ -9,11 +9,15 @@ merges: within one namespace, the ids of each length are one contiguous,
 bytewise-sorted range, and a merge of those ranges (at most 128, one per id
 length that occurs) yields the ids in code-point order; the namespaces
 themselves are found the same way, one seek per distinct namespace. A page
-costs one seek per id length present and one step per actor listed; it never
+costs one seek per id length present and one step per actor listed (with
+several id lengths, a run reads ahead in batches growing from 65); it never
 reads a value, and a namespace listing never touches another namespace.
 
 A backend supplies an ``EncodedIndex``: ``first_from`` (a seek) and ``scan``
-(a lazy range over the actors that have at least one key).
+(a lazy range over the actors that have at least one key, told how many the
+page will take so it can read that many at once). Each run of ids is turned
+into ``ActorId`` objects in bulk (``ActorId._trusted_many``) after checking,
+in bulk, what damage could break; a damaged id is a ``CorruptStateError``.
 """
 
 from __future__ import annotations
