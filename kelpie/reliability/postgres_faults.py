@@ -25,15 +25,15 @@ import asyncio
 import random
 import secrets
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import SeedResult, SimConfig, Simulation, run_seed
 from kelpie.dst.workloads.ledger import LedgerWorkload
-from kelpie.errors import CommitOutcomeUnknownError, KelpieError, StorageUnavailableError
+from kelpie.errors import CommitOutcomeUnknownError, KelpieError
 from kelpie.identity import ActorId
+from kelpie.reliability.faults import ServerKiller, outcome_of
 from kelpie.storage.postgres import open_postgres
 from kelpie.storage.protocol import Storage
 from kelpie.testing.postgres_proxy import PgCut, PgProxy, ThreadedPgProxy
@@ -123,24 +123,17 @@ async def _one_cut(
     what = f"cut #{number} at {point} ({'delete_actor' if deleting else 'commit'})"
     await storage.get(actor, b"n")  # a live pooled connection: the cut hits the commit
     proxy.arm(point)
-    outcome = "ok"
-    try:
-        async with asyncio.timeout(HANG_GUARD):
-            if deleting:
-                await storage.delete_actor(actor)
-            else:
-                async with storage.transaction(actor) as txn:
-                    await txn.get(b"n")
-                    await txn.set(b"n", value)
-                    await txn.set(b"m", value)
-    except CommitOutcomeUnknownError:
-        outcome = "unknown"
-    except StorageUnavailableError:
-        outcome = "unavailable"
-    except KelpieError as exc:
-        outcome = type(exc).__name__
-    except TimeoutError:
-        outcome = "hang"
+
+    async def attempt() -> None:
+        if deleting:
+            await storage.delete_actor(actor)
+        else:
+            async with storage.transaction(actor) as txn:
+                await txn.get(b"n")
+                await txn.set(b"n", value)
+                await txn.set(b"m", value)
+
+    outcome = await outcome_of(attempt(), HANG_GUARD)
     report.outcomes[f"{point}:{outcome}"] += 1
     if deleting:
         landed = await direct.list_keys(actor) == []
@@ -177,36 +170,6 @@ async def _one_cut(
     report.cuts[point.value] = proxy.cuts[point.value]
 
 
-class _Killer:
-    """SIGKILLs ``server`` ``times`` times at random moments and restarts it, in a thread."""
-
-    def __init__(self, server: PostgresServer, times: int, rng: random.Random) -> None:
-        self.server, self.times, self.rng = server, times, rng
-        self.done = threading.Event()
-        self.restarts = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for _ in range(self.times):
-                time.sleep(self.rng.uniform(0.3, 1.0))
-                self.server.kill()
-                time.sleep(self.rng.uniform(0.0, 0.3))
-                self.server.start()
-                self.restarts += 1
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def join(self) -> None:
-        self._thread.join()
-
-
 async def counters_through_kills(
     server: PostgresServer, kills: int, *, seed: int = 0, actors: int = 16, tasks: int = 48
 ) -> FaultReport:
@@ -220,7 +183,7 @@ async def counters_through_kills(
     storage = open_postgres(server.url(table=f"kills_{secrets.token_hex(4)}", connect_timeout="2"))
     ids = [ActorId("kills", f"c{i}") for i in range(actors)]
     acked: dict[ActorId, int] = dict.fromkeys(ids, 0)
-    killer = _Killer(server, kills, random.Random(seed))
+    killer = ServerKiller(server, kills, random.Random(seed), up=(0.3, 1.0), down=(0.0, 0.3))
 
     async def loop(number: int) -> None:
         rng = random.Random(seed * 1000 + number)
@@ -316,7 +279,7 @@ def ledger_through_cuts(
 def ledger_through_kills(server: PostgresServer, kills: int, *, seed: int = 0) -> FaultReport:
     """The ledger workload while the server is SIGKILLed ``kills`` times and restarted."""
     report = FaultReport()
-    killer = _Killer(server, kills, random.Random(seed))
+    killer = ServerKiller(server, kills, random.Random(seed), up=(0.3, 1.0), down=(0.0, 0.3))
     config = SimConfig(
         seed=seed,
         faults=FaultPlan.none(),

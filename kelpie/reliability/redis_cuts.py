@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from kelpie.dst.faults import FaultPlan
 from kelpie.dst.harness import SeedResult, SimConfig, Simulation, run_seed
 from kelpie.dst.workloads.ledger import LedgerWorkload
-from kelpie.errors import CommitOutcomeUnknownError, KelpieError, StorageUnavailableError
+from kelpie.errors import KelpieError
 from kelpie.identity import ActorId
+from kelpie.reliability.faults import outcome_of
 from kelpie.storage.protocol import Storage
 from kelpie.storage.redis.storage import open_redis
 from kelpie.testing.tcp_proxy import CutPoint, TcpProxy, ThreadedProxy
@@ -134,22 +135,15 @@ async def _one_cut(
     value = b"%d" % number
     what = f"cut #{number} at {point} ({'write-only' if write_only else 'read-write'})"
     proxy.arm(point)
-    outcome = "ok"
-    try:
-        async with asyncio.timeout(HANG_GUARD):
-            async with storage.transaction(actor) as txn:
-                if not write_only:
-                    await txn.get(b"n")
-                await txn.set(b"n", value)
-                await txn.set(b"m", value)
-    except CommitOutcomeUnknownError:
-        outcome = "unknown"
-    except StorageUnavailableError:
-        outcome = "unavailable"
-    except KelpieError as exc:
-        outcome = type(exc).__name__
-    except TimeoutError:
-        outcome = "hang"
+
+    async def attempt() -> None:
+        async with storage.transaction(actor) as txn:
+            if not write_only:
+                await txn.get(b"n")
+            await txn.set(b"n", value)
+            await txn.set(b"m", value)
+
+    outcome = await outcome_of(attempt(), HANG_GUARD)
     report.cuts[point.value] += 1
     report.outcomes[f"{point}:{outcome}"] += 1
     landed_n = await direct.get(actor, b"n") == value

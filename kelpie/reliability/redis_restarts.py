@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from kelpie.dst.harness import SimConfig, Simulation, run_seed
 from kelpie.dst.workloads.ledger import LedgerAccount, LedgerWorkload
 from kelpie.errors import KelpieError, StorageUnavailableError
 from kelpie.identity import ActorId
+from kelpie.reliability.faults import ServerKiller
 from kelpie.runtime import Runtime
 from kelpie.storage.redis.storage import open_redis
 from kelpie.testing.redis_server import RedisServer
@@ -43,42 +42,10 @@ class RestartReport:
     """Longest wait (s) for an invocation to fail while the server was down."""
 
 
-class _Killer:
-    """Kills and restarts ``server`` ``times`` times at random moments, in a thread."""
-
-    def __init__(self, server: RedisServer, times: int, rng: random.Random) -> None:
-        self.server = server
-        self.times = times
-        self.rng = rng
-        self.done = threading.Event()
-        self.restarts = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for _ in range(self.times):
-                time.sleep(self.rng.uniform(0.05, 0.4))
-                self.server.kill()
-                time.sleep(self.rng.uniform(0.0, 0.2))
-                self.server.start()
-                self.restarts += 1
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def join(self) -> None:
-        self._thread.join()
-
-
 class _LedgerUnderKills(LedgerWorkload):
     """The ledger; before the final check every kill is over and the server is up."""
 
-    def __init__(self, killer: _Killer) -> None:
+    def __init__(self, killer: ServerKiller) -> None:
         super().__init__(accounts=4)
         self._killer = killer
 
@@ -97,7 +64,7 @@ def ledger_through_restarts(
 ) -> RestartReport:
     """The ledger against ``server`` (AOF, ``appendfsync always``) killed ``restarts`` times."""
     report = RestartReport()
-    killer = _Killer(server, restarts, random.Random(seed))
+    killer = ServerKiller(server, restarts, random.Random(seed), up=(0.05, 0.4), down=(0.0, 0.2))
     config = SimConfig(
         seed=seed,
         faults=FaultPlan.none(),
