@@ -274,8 +274,7 @@ async def _delete(url: str, actor_arg: str, yes: bool, force: bool) -> int:
     storage = open_url(url)
     name = actor_text(actor)
     try:
-        if not lifecycle.supports(storage, "delete_actor"):
-            raise lifecycle.unsupported(storage, "delete_actor")
+        lifecycle.require(storage, "delete_actor")
         keys = await storage.list_keys(actor)
         if not keys:
             print(f"actor {name} has no records in {safe_url(url)}: nothing to delete")

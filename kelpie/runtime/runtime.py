@@ -313,8 +313,7 @@ class Runtime:
             raise RuntimeClosedError("the runtime is closed")
         if not isinstance(actor_id, ActorId):
             raise TypeError(f"actor_id must be an ActorId, got {type(actor_id).__name__}")
-        if not lifecycle.supports(self.storage, "delete_actor"):
-            raise lifecycle.unsupported(self.storage, "delete_actor")
+        lifecycle.require(self.storage, "delete_actor")
         before: list[asyncio.Future[Any]] = []
         mailbox = self._mailboxes.get(actor_id)
         if mailbox is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "iter_actors",
     "list_actors",
     "note_scheme",
+    "require",
     "scheme_of",
     "supports",
     "unsupported",
@@ -73,6 +74,13 @@ def scheme_of(storage: object) -> str:
 def supports(storage: object, method: str) -> bool:
     """True when ``storage`` has a callable ``method`` (``list_actors``, ``delete_actor``)."""
     return callable(getattr(storage, method, None))
+
+
+def require(storage: object, method: str) -> None:
+    """Raise ``UnsupportedOperationError`` unless ``storage`` has ``method``
+    (check before starting work that would need it)."""
+    if not supports(storage, method):
+        raise unsupported(storage, method)
 
 
 def unsupported(storage: object, method: str) -> UnsupportedOperationError:
