@@ -32,6 +32,8 @@ from types import TracebackType
 from typing import IO, Any, Self
 from urllib.parse import quote
 
+from kelpie.testing.redis_server import signal_and_wait
+
 __all__ = ["PostgresServer", "find_bin", "missing_postgres"]
 
 _START_TIMEOUT = 60.0
@@ -267,13 +269,7 @@ class PostgresServer:
                 for child in _children(process.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(child, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            signal_and_wait(process, sig, _STOP_TIMEOUT)
         if self._log is not None:
             self._log.close()
             self._log = None

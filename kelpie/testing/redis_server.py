@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import IO, Self
 from urllib.parse import quote
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisServer", "signal_and_wait"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
@@ -30,6 +30,17 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def signal_and_wait(process: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
+    """Send ``sig`` to a server process and wait; SIGKILL it if it outlives ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class RedisServer:
@@ -160,13 +171,7 @@ class RedisServer:
     def _terminate(self, sig: signal.Signals) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            signal_and_wait(process, sig, _STOP_TIMEOUT)
         if self._log is not None:
             self._log.close()
             self._log = None
