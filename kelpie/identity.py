@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 
 from kelpie.errors import InvalidActorIdError
@@ -30,8 +30,21 @@ def _checked_part(name: str, value: object) -> bytes:
     return encoded
 
 
+class _Derived:
+    """Slots for what an ``ActorId`` derives from its parts: its encoding and hash.
+
+    Not dataclass fields (``fields()``, ``asdict()``, pickling and comparisons
+    see ``namespace`` and ``id`` only). The constructor fills both; ids built
+    in bulk by a listing leave them empty, to be filled on first use.
+    """
+
+    __slots__ = ("_encoded", "_hash")
+    _encoded: bytes
+    _hash: int
+
+
 @dataclass(frozen=True, order=True, slots=True)
-class ActorId:
+class ActorId(_Derived):
     """An actor's identity: its type's ``namespace`` and its ``id`` within it.
 
     Both parts are non-empty strings of at most 128 UTF-8 bytes; any characters
@@ -40,8 +53,6 @@ class ActorId:
 
     namespace: str
     id: str
-    _encoded: bytes = field(init=False, repr=False, compare=False, hash=False)
-    _hash: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         ns = _checked_part("namespace", self.namespace)
@@ -51,7 +62,12 @@ class ActorId:
         object.__setattr__(self, "_hash", hash((self.namespace, self.id)))
 
     def __hash__(self) -> int:
-        return self._hash
+        try:
+            return self._hash
+        except AttributeError:  # built in bulk by a listing: hash on first use
+            value = hash((self.namespace, self.id))
+            object.__setattr__(self, "_hash", value)
+            return value
 
     def __reduce__(self) -> tuple[type[ActorId], tuple[str, str]]:
         # Rebuilt through the constructor: str hashes differ between processes.
@@ -63,7 +79,13 @@ class ActorId:
         One length byte and the UTF-8 bytes of each part: no two ids share an
         encoding, and no encoding is a prefix of another's (ADR 0001).
         """
-        return self._encoded
+        try:
+            return self._encoded
+        except AttributeError:  # built in bulk by a listing: encode on first use
+            ns, ident = self.namespace.encode(), self.id.encode()
+            value = bytes((len(ns),)) + ns + bytes((len(ident),)) + ident
+            object.__setattr__(self, "_encoded", value)
+            return value
 
     @classmethod
     def decode(cls, encoded: bytes) -> ActorId:
@@ -95,26 +117,20 @@ class ActorId:
         return actor
 
     @classmethod
-    def _trusted_many(
-        cls, namespace: str, ids: Sequence[str], encoded: Sequence[bytes]
-    ) -> list[ActorId]:
-        """``ActorId(namespace, ids[i])`` for each ``i``, whose ``encode()`` is ``encoded[i]``.
+    def _trusted_many(cls, namespace: str, ids: Sequence[str]) -> list[ActorId]:
+        """``ActorId(namespace, ids[i])`` for each ``i``, built in bulk.
 
         For listings only, which rebuild many ids of one namespace from a
         store's own, already checked encoding: nothing is validated here (the
-        caller guarantees the parts are valid and ``encoded[i]`` is their
-        encoding), and the loop runs in C (``map`` over the slot setters), with
-        no Python frame per id. The ids are indistinguishable from constructed
-        ones: same fields, same cached hash, same encoding.
+        caller guarantees the parts are valid), and the loop runs in C (``map``
+        over the slot setters), with no Python frame per id. The encoding and
+        hash are left to first use (most listed ids are printed or compared,
+        never hashed). The ids are indistinguishable from constructed ones.
         """
         count = len(ids)
         actors = list(map(object.__new__, repeat(cls, count)))
-        names = repeat(namespace, count)
-        deque(map(_SET_NAMESPACE, actors, names), maxlen=0)
+        deque(map(_SET_NAMESPACE, actors, repeat(namespace, count)), maxlen=0)
         deque(map(_SET_ID, actors, ids), maxlen=0)
-        deque(map(_SET_ENCODED, actors, encoded), maxlen=0)
-        hashes = map(hash, zip(repeat(namespace, count), ids, strict=True))
-        deque(map(_SET_HASH, actors, hashes), maxlen=0)
         return actors
 
     def __str__(self) -> str:
@@ -124,5 +140,3 @@ class ActorId:
 # The slots' own setters: they bypass the frozen ``__setattr__`` (``_trusted_many``).
 _SET_NAMESPACE = ActorId.__dict__["namespace"].__set__
 _SET_ID = ActorId.__dict__["id"].__set__
-_SET_ENCODED = ActorId.__dict__["_encoded"].__set__
-_SET_HASH = ActorId.__dict__["_hash"].__set__

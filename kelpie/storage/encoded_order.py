@@ -68,9 +68,10 @@ def list_encoded(
     for name in names:
         bound = after.id.encode() if after is not None and after_namespace == name else None
         wanted = limit - len(found)
-        run = list(islice(_ids(index, name, bound, wanted), wanted))
+        ids, length = _ids(index, name, bound, wanted)
+        run = list(islice(ids, wanted))
         if run:
-            found += _actors(name, run)
+            found += _actors(name, run, length)
             if len(found) == limit:
                 return found
     return found
@@ -110,9 +111,9 @@ def _namespaces_of_length(
 
 def _ids(
     index: EncodedIndex, namespace: bytes, bound: bytes | None, wanted: int
-) -> Iterator[bytes]:
+) -> tuple[Iterator[bytes], int | None]:
     """The encoded actors of ``namespace`` (with a key) whose id is greater than ``bound``,
-    in bytewise order of their ids.
+    in bytewise order of their ids; and their id length if they all have one length.
 
     Among ids of one length, bytewise order is the stored order. Of the ids
     of length ``n``, those greater than ``bound`` start at ``bound[:n]``
@@ -131,8 +132,8 @@ def _ids(
         keys = index.scan(start, prefix + bytes((length + 1,)), first)
         runs.append(keys if bound is None else _ids_above(keys, skip, bound))
     if len(runs) == 1:
-        return runs[0]
-    return heapq.merge(*runs, key=itemgetter(slice(skip, None)))
+        return runs[0], lengths[0]
+    return heapq.merge(*runs, key=itemgetter(slice(skip, None))), None
 
 
 def _ids_above(keys: Iterator[bytes], skip: int, bound: bytes) -> Iterator[bytes]:
@@ -141,22 +142,27 @@ def _ids_above(keys: Iterator[bytes], skip: int, bound: bytes) -> Iterator[bytes
     return dropwhile(lambda encoded: encoded[skip:] <= bound, keys)
 
 
-def _actors(namespace: bytes, run: list[bytes]) -> list[ActorId]:
+def _actors(namespace: bytes, run: list[bytes], length: int | None) -> list[ActorId]:
     """The ``ActorId`` of each encoded actor of ``namespace`` in ``run``, built in bulk.
 
     The stored encoding is the store's own (``ActorId.encode()``), so only what
     damage could break is checked -- each id's length byte against its length
-    (every key of a run starts with the namespace and a length byte in 1..128),
-    and UTF-8 -- before ``ActorId._trusted_many`` builds the ids without
-    re-validating them, with no Python frame per id.
+    (every key of a run starts with the namespace and a length byte in 1..128;
+    ``length``, when known, is that byte for the whole run), and UTF-8 --
+    before ``ActorId._trusted_many`` builds the ids without re-validating
+    them, with no Python frame per id.
     """
     skip = len(namespace) + 2  # where the id starts in an encoded actor
-    lengths = map(add, map(itemgetter(skip - 1), run), repeat(skip))
-    if not 0 < len(namespace) <= MAX_ID_PART_BYTES or any(map(ne, map(len, run), lengths)):
+    if length is not None:  # one range of the index: every key starts with that length byte
+        damaged = set(map(len, run)) != {skip + length}
+    else:
+        lengths = map(add, map(itemgetter(skip - 1), run), repeat(skip))
+        damaged = any(map(ne, map(len, run), lengths))
+    if damaged or not 0 < len(namespace) <= MAX_ID_PART_BYTES:
         raise CorruptStateError(f"a stored actor id is not valid: one of {run[0]!r}...")
     try:
         name = namespace.decode()
         ids = list(map(bytes.decode, map(itemgetter(slice(skip, None)), run)))
     except UnicodeDecodeError as exc:
         raise CorruptStateError(f"a stored actor id is not valid UTF-8: {exc}") from exc
-    return ActorId._trusted_many(name, ids, run)
+    return ActorId._trusted_many(name, ids)
