@@ -4,8 +4,13 @@ The LMDB and SQLite layouts did not change (ADR 0013): these tests build a
 store exactly as the previous release wrote it -- with the ``lmdb`` and
 ``sqlite3`` libraries directly, following ADR 0001 and docs/backends/sqlite.md
 -- then open it with kelpie, list and delete, and look at the raw store again:
-nothing of a deleted actor is left, and the only new record is the one
-store-wide ``deletes`` counter.
+nothing of a deleted actor is left, and the only new records are the one
+store-wide ``deletes`` counter and what lets a listing skip emptied actors
+without a probe per actor (LMDB: the ``empty_marks`` flag and one mark per
+emptied actor; SQLite: the ``kelpie_empty`` table and its triggers).
+Those marks are checked here too: kept by every later commit and delete, by
+an earlier release's writes on SQLite (triggers), and never hiding an actor
+that has records.
 """
 
 from __future__ import annotations
@@ -133,7 +138,8 @@ async def test_an_lmdb_store_of_the_previous_release_lists_and_deletes(tmp_path:
     finally:
         await storage.close()
     meta, actors, records = _raw_lmdb(directory)
-    assert set(meta) == {b"format", b"next_actor", b"deletes"}  # one counter, no tombstone
+    # One counter, no tombstone; every emptied actor is marked (none is left: it was deleted).
+    assert set(meta) == {b"format", b"next_actor", b"deletes", b"empty_marks"}
     assert meta[b"format"] == b"1"
     assert ActorId("b", "10").encode() not in actors
     assert ActorId("b", "emptied").encode() not in actors
@@ -158,3 +164,79 @@ async def test_a_sqlite_file_of_the_previous_release_lists_and_deletes(tmp_path:
     assert ActorId("b", "emptied").encode() not in versions
     assert records == {a.encode() for a in LISTED if a != ActorId("b", "10")}
     assert meta["deletes"] > 4
+
+
+async def _empty_refill_and_delete(storage: Storage) -> None:
+    """Emptied actors leave the listing, come back when written, and deletes clear them."""
+    kept, emptied = ActorId("m", "kept"), ActorId("m", "emptied")
+    for actor in (kept, emptied):
+        await storage.set(actor, b"a", b"1")
+        await storage.set(actor, b"b", b"2")
+    await storage.delete(emptied, b"a")
+    assert await storage.list_actors("m") == [emptied, kept]  # one key left
+    await storage.delete(emptied, b"b")
+    assert await storage.list_actors("m") == [kept]
+    await storage.set(emptied, b"c", b"3")
+    assert await storage.list_actors("m") == [emptied, kept]
+    await storage.delete(emptied, b"c")
+    await storage.delete_actor(emptied)
+    assert await storage.list_actors("m") == [kept]
+    await storage.set(emptied, b"d", b"4")
+    assert await storage.list_actors("m") == [emptied, kept]
+
+
+async def test_lmdb_marks_follow_commits_and_never_hide_an_actor_with_records(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "marks-lmdb"
+    storage = open_storage(f"lmdb://{directory}")
+    try:
+        await _empty_refill_and_delete(storage)
+        await storage.delete(ActorId("m", "kept"), b"a")
+        await storage.delete(ActorId("m", "kept"), b"b")  # emptied: marked
+    finally:
+        await storage.close()
+    meta, _, _ = _raw_lmdb(directory)
+    marks = {key for key in meta if key.startswith(b"\x00")}
+    assert marks == {b"\x00empty:" + ActorId("m", "kept").encode()}
+    # A mark whose actor has records again (an earlier release wrote it): still listed.
+    env = lmdb.open(str(directory), subdir=True, max_dbs=3)
+    try:
+        with env.begin(write=True) as txn:
+            actors, records = env.open_db(b"actors", txn=txn), env.open_db(b"records", txn=txn)
+            number = _ENTRY.unpack(txn.get(ActorId("m", "kept").encode(), db=actors))[0]
+            txn.put(_NUMBER.pack(number) + b"old", b"written by 0.1", db=records)
+    finally:
+        env.close()
+    storage = open_storage(f"lmdb://{directory}")
+    try:
+        assert await storage.list_actors("m") == [ActorId("m", "emptied"), ActorId("m", "kept")]
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_marks_follow_commits_and_an_earlier_release_s_writes(tmp_path: Path) -> None:
+    path = tmp_path / "marks.db"
+    storage = open_storage(f"sqlite://{path}")
+    try:
+        await _empty_refill_and_delete(storage)
+    finally:
+        await storage.close()
+    # An earlier release knows nothing of kelpie_empty: its plain statements
+    # still keep it, through the triggers.
+    kept = ActorId("m", "kept").encode()
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            db.execute("DELETE FROM kelpie_records WHERE actor = ?", (kept,))
+            db.execute("UPDATE kelpie_versions SET version = version + 1 WHERE actor = ?", (kept,))
+        assert db.execute("SELECT actor FROM kelpie_empty").fetchall() == [(kept,)]
+    finally:
+        db.close()
+    storage = open_storage(f"sqlite://{path}")
+    try:
+        assert await storage.list_actors("m") == [ActorId("m", "emptied")]
+        await storage.set(ActorId("m", "kept"), b"k", b"v")
+        assert await storage.list_actors("m") == [ActorId("m", "emptied"), ActorId("m", "kept")]
+    finally:
+        await storage.close()

@@ -34,6 +34,7 @@ from kelpie.storage.group_commit import DEFAULT_MAX_BATCH
 from kelpie.storage.writer_thread import WriterThread
 
 __all__ = [
+    "EMPTY_MARKS",
     "FORMAT_VERSION",
     "LMDBOptions",
     "Outcome",
@@ -53,6 +54,9 @@ FORMAT_VERSION = 1
 
 _DB_NAMES = (b"meta", b"actors", b"records")
 _FORMAT_KEY = b"format"
+EMPTY_MARKS = b"empty_marks"
+"""In ``meta`` once every actor without a record is marked (``kelpie.storage.lmdb.listing``):
+a new store starts with it."""
 _MAX_ATTEMPTS = 64
 _PAGE = mmap.PAGESIZE
 
@@ -250,6 +254,7 @@ class SharedEnv:
                 stored = txn.get(_FORMAT_KEY, db=meta)
                 if stored is None:
                     txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode(), db=meta)
+                    txn.put(EMPTY_MARKS, b"1", db=meta)
                 elif stored != str(FORMAT_VERSION).encode():
                     raise ConfigError(
                         f"the kelpie store at {self.path} has format {stored!r}; this "

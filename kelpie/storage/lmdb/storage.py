@@ -18,7 +18,8 @@ sharing one write transaction (group commit): each checks its actor's version
 docs/backends/lmdb.md.
 
 ``list_actors`` merges ranges of the ``actors`` table into ``ActorId`` order
-(``kelpie.storage.encoded_order``), skipping actors with no record left.
+(``kelpie.storage.encoded_order``), skipping actors with no record left (the
+writer marks them: ``kelpie.storage.lmdb.listing``).
 ``delete_actor`` is a write job like a commit: it removes the actor's records
 and entry and moves ``deletes`` past the actor's version; a new actor's
 versions start above ``deletes``, so no version of an actor ever comes back
@@ -30,8 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Coroutine, Iterator
-from itertools import chain
+from collections.abc import Coroutine
 from typing import Any
 
 from kelpie.errors import (
@@ -53,6 +53,7 @@ from kelpie.storage.lmdb.env import (
     acquire,
     round_to_page,
 )
+from kelpie.storage.lmdb.listing import ActorIndex, MarkEmptyActors, after_commit, is_marked, unmark
 from kelpie.storage.options import as_bool, as_int, as_size, merge_options
 from kelpie.storage.url import StorageURL
 
@@ -183,12 +184,16 @@ class _Commit:
             w.txn.put(_NEXT_ACTOR, _NUMBER.pack(number + 1), db=self._env.meta)
         prefix = _NUMBER.pack(number)
         records = w.records
+        wrote = False
         for key, value in self._writes.items():
             if value is None:
                 w.txn.delete(prefix + key, db=self._env.records)
             else:
                 records.put(prefix + key, value)
+                wrote = True
         w.actors.put(self._encoded, _ENTRY.pack(number, self._version + 1))
+        if not (wrote and self._new):  # a new actor with a record has no mark to remove
+            after_commit(w, self._env, self._encoded, prefix, wrote)
 
 
 class _DeleteActor:
@@ -224,54 +229,9 @@ class _DeleteActor:
             while records.key().startswith(prefix) and records.delete():
                 pass
         w.txn.delete(self._encoded, db=self._env.actors)
+        unmark(w, self._env, self._encoded)
         deletes = max(self._deletes, version) + 1
         w.txn.put(_DELETES, _NUMBER.pack(deletes), db=self._env.meta)
-
-
-class _ActorIndex:
-    """The ``actors`` database in one read snapshot, as ``list_encoded`` reads it."""
-
-    def __init__(self, env: SharedEnv, txn: Txn) -> None:
-        self._txn = txn
-        self._env = env
-        self._seek = txn.cursor(db=env.actors)
-
-    def first_from(self, key: bytes) -> bytes | None:
-        cursor = self._seek
-        return cursor.key() if cursor.set_range(key) else None
-
-    def scan(self, start: bytes, stop: bytes, first: int) -> Iterator[bytes]:
-        return chain.from_iterable(self._chunks(start, stop, first))
-
-    def _chunks(self, start: bytes, stop: bytes, first: int) -> Iterator[list[bytes]]:
-        """The listed ids of ``[start, stop)`` in lists of ``first``, then growing sizes:
-        the consumer steps through them in C, and reads ahead at most one list."""
-        actors = self._txn.cursor(db=self._env.actors)
-        records = self._txn.cursor(db=self._env.records)
-        if not actors.set_range(start):
-            return
-        entries = actors.iternext()
-        seek, key = records.set_range, records.key
-        entry_size, number_size = _ENTRY.size, _NUMBER.size
-        size = first
-        while True:
-            chunk: list[bytes] = []
-            for encoded, entry in entries:
-                if encoded >= stop:
-                    yield chunk
-                    return
-                if len(entry) != entry_size:
-                    _unpack_entry(entry, encoded)  # raises CorruptStateError
-                prefix = entry[:number_size]  # the actor number, as its records start
-                if seek(prefix) and key().startswith(prefix):
-                    chunk.append(encoded)  # it has a record: listed
-                    if len(chunk) == size:
-                        break
-            else:
-                yield chunk
-                return
-            yield chunk
-            size = min(size * 2, 4096)
 
 
 class _LMDBTransaction(BufferedTransaction):
@@ -407,10 +367,20 @@ class LMDBStorage(StorageBase):
     async def _list_actors(
         self, namespace: str | None, after: ActorId | None, limit: int
     ) -> list[ActorId]:
-        return await self._env.read(self._actors_in, (namespace, after, limit))
+        found = await self._env.read(self._actors_in, (namespace, after, limit))
+        if found is None:  # a store of an earlier release: mark its emptied actors once
+            await self._env.write(MarkEmptyActors(self._env))
+            found = await self._env.read(self._actors_in, (namespace, after, limit))
+        assert found is not None  # marked in a committed write transaction: stays marked
+        return found
 
-    def _actors_in(self, txn: Txn, query: tuple[str | None, ActorId | None, int]) -> list[ActorId]:
-        return list_encoded(_ActorIndex(self._env, txn), *query)
+    def _actors_in(
+        self, txn: Txn, query: tuple[str | None, ActorId | None, int]
+    ) -> list[ActorId] | None:
+        """The page, or None if the store's emptied actors are not marked yet."""
+        if not is_marked(self._env, txn):
+            return None
+        return list_encoded(ActorIndex(self._env, txn), *query)
 
     async def _delete_actor(self, actor: ActorId) -> None:
         job = _DeleteActor(self._env, actor.encode())

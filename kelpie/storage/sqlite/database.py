@@ -13,8 +13,10 @@ and moves the ``deletes`` row of ``kelpie_meta`` past the actor's version; a
 new actor's versions start above it, so no version ever comes back (ADR
 0013). A file written before that row existed reads it as 0: the layout is
 unchanged (schema version 1). ``list_actors`` reads ``kelpie_versions`` in
-``ActorId`` order (``kelpie.storage.encoded_order``), actors with no record
-left skipped.
+``ActorId`` order (``kelpie.storage.encoded_order``), minus the actors with
+no record left, which triggers keep in ``kelpie_empty`` (added to files of
+earlier releases, and filled, the first time this release opens them; the
+triggers then serve every writer).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from kelpie.storage.sqlite.errors import is_busy, is_full, translate
 from kelpie.storage.writer_thread import WriterThread
 
 __all__ = [
+    "EMPTY_MARKS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "CommitJob",
@@ -79,6 +82,27 @@ CREATE TABLE IF NOT EXISTS kelpie_versions (
 ) WITHOUT ROWID;
 """
 
+EMPTY_MARKS = (
+    # The actors that have a version row but no record: list_actors skips them
+    # without a probe of kelpie_records per listed actor. Triggers keep it, so
+    # every writer of the file does, an earlier release's included.
+    "CREATE TABLE kelpie_empty (actor BLOB PRIMARY KEY) WITHOUT ROWID",
+    "INSERT INTO kelpie_empty SELECT actor FROM kelpie_versions AS v"
+    " WHERE NOT EXISTS (SELECT 1 FROM kelpie_records AS r WHERE r.actor = v.actor)",
+    "CREATE TRIGGER kelpie_record_added AFTER INSERT ON kelpie_records"
+    " BEGIN DELETE FROM kelpie_empty WHERE actor = NEW.actor; END",
+    "CREATE TRIGGER kelpie_record_removed AFTER DELETE ON kelpie_records"
+    " WHEN NOT EXISTS (SELECT 1 FROM kelpie_records WHERE actor = OLD.actor)"
+    " AND EXISTS (SELECT 1 FROM kelpie_versions WHERE actor = OLD.actor)"
+    " BEGIN INSERT OR IGNORE INTO kelpie_empty (actor) VALUES (OLD.actor); END",
+    "CREATE TRIGGER kelpie_version_added AFTER INSERT ON kelpie_versions"
+    " WHEN NOT EXISTS (SELECT 1 FROM kelpie_records WHERE actor = NEW.actor)"
+    " BEGIN INSERT OR IGNORE INTO kelpie_empty (actor) VALUES (NEW.actor); END",
+    "CREATE TRIGGER kelpie_version_removed AFTER DELETE ON kelpie_versions"
+    " BEGIN DELETE FROM kelpie_empty WHERE actor = OLD.actor; END",
+)
+"""``kelpie_empty`` and its triggers, added (and filled) once to a file that lacks them."""
+
 _DELETES = "(SELECT value FROM kelpie_meta WHERE name = 'deletes')"
 _GET = (
     "SELECT (SELECT version FROM kelpie_versions WHERE actor = ?1),"
@@ -103,9 +127,10 @@ _MOVE_DELETES = (
 )
 _FIRST_FROM = "SELECT actor FROM kelpie_versions WHERE actor >= ? ORDER BY actor LIMIT 1"
 _SCAN = (
-    "SELECT actor FROM kelpie_versions AS v WHERE actor >= ? AND actor < ?"
-    " AND EXISTS (SELECT 1 FROM kelpie_records AS r WHERE r.actor = v.actor) ORDER BY actor"
+    "SELECT actor FROM kelpie_versions WHERE actor >= ? AND actor < ?"
+    " AND actor NOT IN (SELECT actor FROM kelpie_empty) ORDER BY actor"
 )
+_HAS_EMPTY_MARKS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kelpie_empty'"
 _UPSERT = (
     "INSERT INTO kelpie_records (actor, key, value) VALUES (?, ?, ?)"
     " ON CONFLICT (actor, key) DO UPDATE SET value = excluded.value"
@@ -217,6 +242,9 @@ class Database:
         try:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
+                    db.execute(statement)
+            if not db.execute(_HAS_EMPTY_MARKS).fetchall():
+                for statement in EMPTY_MARKS:
                     db.execute(statement)
             db.execute(
                 "INSERT OR IGNORE INTO kelpie_meta (name, value) VALUES ('schema_version', ?)",
