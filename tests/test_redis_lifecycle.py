@@ -14,6 +14,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +26,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.identity import ActorId
+from kelpie.storage.redis.actors import decode_members
 from kelpie.storage.redis.keys import (
     SLOTS,
     actor_keys,
@@ -65,6 +67,40 @@ def test_index_members_sort_in_actor_id_order_and_decode_back() -> None:
     ordered = sorted(actors)
     assert sorted(actors, key=actor_member) == ordered
     assert [member_actor(actor_member(actor)) for actor in ordered] == ordered
+    # A page decodes in bulk (plain pages) or member by member (escaped NULs): the same ids.
+    members = [actor_member(actor) for actor in ordered]
+    for start in range(0, len(members), 97):
+        page = decode_members(_STORE, members[start : start + 97])
+        assert page == ordered[start : start + 97]
+        assert [hash(a) for a in page] == [hash(a) for a in ordered[start : start + 97]]
+        assert [a.encode() for a in page] == [a.encode() for a in ordered[start : start + 97]]
+    plain = sorted(ActorId(f"ns{n % 3}", f"id-{n}") for n in range(300))
+    assert decode_members(_STORE, [actor_member(actor) for actor in plain]) == plain
+
+
+class _Where:
+    prefix = "p"
+    where = "redis://127.0.0.1"
+
+
+_STORE = cast(RedisStorage, _Where())
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b"ns\x00\x01id",  # no end
+        b"ns\x00\x01\x00\x01",  # empty id
+        b"ns\x00\x01id\x00\x01x",  # past the end
+        b"ns\x00\x01\xff\x00\x01",  # not UTF-8
+        b"ns\x00\x01" + b"a" * 129 + b"\x00\x01",  # a part too long
+        b"\x00\x01id\x00\x01",  # empty namespace
+    ],
+)
+def test_an_index_member_kelpie_did_not_write_is_corrupt_state_naming_it(damaged: bytes) -> None:
+    good = [actor_member(ActorId("ns", "a")), actor_member(ActorId("ns", "b"))]
+    with pytest.raises(CorruptStateError, match="did not write"):
+        decode_members(_STORE, sorted([*good, damaged]))
 
 
 def test_every_slot_has_a_tag_of_its_own_that_no_actor_shares() -> None:
