@@ -85,6 +85,32 @@ def _cannot_open(url: str) -> str | None:
     return asyncio.run(probe())
 
 
+def _is_redis(url: str) -> bool:
+    from kelpie.storage.url import StorageURL
+
+    return StorageURL.parse(url).scheme in {"redis", "rediss", "unix", "redis+cluster"}
+
+
+def _scratch_url(url: str) -> str:
+    from kelpie.storage.redis.scratch import scratch_url  # needs redis: only for its URLs
+
+    return scratch_url(url, "conformance")
+
+
+def _drop(run_url: str) -> None:
+    """Remove the run's private prefix; a failure is one line on stderr, never a traceback."""
+    from kelpie.errors import KelpieError
+    from kelpie.storage.redis.scratch import drop_prefix
+
+    try:
+        asyncio.run(drop_prefix(run_url))
+    except KelpieError as exc:
+        print(
+            f"kelpie conformance: could not remove the run's keys: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+
+
 class _HypothesisHome:
     """A pytest plugin object: Hypothesis writes ``.hypothesis/`` (caches,
     examples) into the current directory by default; for this run it writes
@@ -145,9 +171,17 @@ def run_conformance(url: str, extra_pytest_args: list[str]) -> int:
     import pytest
 
     tally = _Tally()
-    with tempfile.TemporaryDirectory(prefix="kelpie-conformance-") as hypothesis_home:
-        plugins = [tally, _HypothesisHome(hypothesis_home)]
-        code = int(pytest.main(conformance_pytest_args(url, extra_pytest_args), plugins=plugins))
+    # On Redis the run writes under a key prefix of its own, removed at the end:
+    # the store-wide keys that deleting its actors leaves are its own too.
+    run_url = _scratch_url(url) if _is_redis(url) else url
+    try:
+        with tempfile.TemporaryDirectory(prefix="kelpie-conformance-") as hypothesis_home:
+            plugins = [tally, _HypothesisHome(hypothesis_home)]
+            args = conformance_pytest_args(run_url, extra_pytest_args)
+            code = int(pytest.main(args, plugins=plugins))
+    finally:
+        if run_url != url:
+            _drop(run_url)
     if code == 0 and tally.failed == 0 and tally.passed > 0:
         print(f"kelpie conformance: PASS {where}: {tally.passed} passed, {tally.skipped} skipped")
         return 0

@@ -108,21 +108,21 @@ def test_a_conformance_run_leaves_no_key_in_a_real_redis(tmp_path: Path) -> None
     server.start()
     try:
         url = f"{server.url}?prefix=conformance-run"
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        client.set(b"conformance-run:mine", b"the user's")
         result = _run(
             ["-m", "kelpie.cli", "conformance", url, "--conformance-examples", "5"], tmp_path
         )
-        assert result.returncode == 0
-        client = redis.Redis(host="127.0.0.1", port=server.port)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         try:
             keys = sorted(client.scan_iter(count=1000))
         finally:
             client.close()
     finally:
         server.stop()
-    # Only the store-wide keys stay (the format marker and the delete counter,
-    # under the "{#}" hash tag): every actor the run made was deleted, those a
-    # test emptied by ordinary commits too (the session also deletes every id
-    # its factories issued, listed or not).
+    # The run wrote under a private prefix below "conformance-run" and removed
+    # it: no actor, and no store-wide key (format marker, deletes counter) left;
+    # the user's key written before the run is untouched.
     print(f"{len(keys)} keys left: {keys}")
-    assert keys and all(key.startswith(b"conformance-run:{#}:") for key in keys), keys
-    assert len(keys) <= 2, keys
+    assert keys == [b"conformance-run:mine"], keys
+    assert "PASS" in result.stdout

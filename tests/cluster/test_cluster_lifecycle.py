@@ -19,6 +19,7 @@ from kelpie import ActorId, open_storage
 from kelpie.errors import TransactionConflictError
 from kelpie.storage.redis.cluster import RedisClusterStorage
 from kelpie.storage.redis.keys import actor_keys, slot_of_key
+from kelpie.storage.redis.scratch import drop_prefix, scratch_url
 from kelpie.testing.redis_cluster import RedisCluster
 
 HOSTILE = ["a:b", "{x}", "a\x00", "\u00e9t\u00e9 \U0001f600", "%41", "A", "}{", " "]
@@ -143,3 +144,30 @@ async def test_data_written_before_the_index_existed_is_listed_from_every_master
         assert await again.list_actors(after=actors[6], limit=2) == [actors[8], actors[9]]
     finally:
         await again.close()
+
+
+async def test_a_scratch_prefix_is_removed_from_every_master_and_nothing_else(
+    redis_cluster: RedisCluster, raw: RawCluster
+) -> None:
+    """What ``kelpie conformance`` does on a cluster: write under a private prefix
+    (``scratch_url``), delete the actors, then drop the prefix on every master."""
+    mine = "scratch-test"
+    await raw.set(f"{mine}:kept", b"the user's")
+    url = scratch_url(f"{redis_cluster.url}?prefix={mine}", "conformance")
+    assert f"prefix={mine}%3Aconformance-" in url
+    store = open_storage(url)
+    assert isinstance(store, RedisClusterStorage)
+    actors = _actors(1502, 200)
+    try:
+        for actor in actors:
+            await store.set(actor, b"k", b"v")
+        for actor in actors[:100]:
+            await store.delete_actor(actor)  # leaves per-slot delete counters behind
+        assert len({store.master_of(actor) for actor in actors}) == 3
+    finally:
+        await store.close()
+    removed = await drop_prefix(url)
+    assert removed > 100  # the 100 remaining actors' keys, indexes and counters
+    left = [key async for key in raw.scan_iter(match=f"{mine}:*", count=1000)]
+    assert left == [f"{mine}:kept".encode()]
+    assert await drop_prefix(url) == 0
