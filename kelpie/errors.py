@@ -24,7 +24,8 @@ KelpieError
 ├── MailboxFullError                   the actor's queue is full: back off
 ├── IdempotencyKeyReusedError          the key already belongs to another call
 ├── ReentrantCallError                 a handler invoked its own actor
-└── RuntimeClosedError
+├── RuntimeClosedError
+└── DestinationNotEmptyError           copy_store into a store that has actors
 ```
 
 Backend-library exceptions (``redis.*``, ``lmdb.*``) never reach callers: each
@@ -38,6 +39,7 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigError",
     "CorruptStateError",
+    "DestinationNotEmptyError",
     "IdempotencyKeyReusedError",
     "InvalidActorIdError",
     "InvalidKeyError",
@@ -181,3 +183,10 @@ class ReentrantCallError(KelpieError):
 
 class RuntimeClosedError(KelpieError):
     """The runtime was closed; no new invocations are accepted."""
+
+
+class DestinationNotEmptyError(KelpieError):
+    """``copy_store`` into a store that already holds actors, without ``merge`` or ``resume``.
+
+    Nothing was copied.
+    """

@@ -33,9 +33,9 @@ from kelpie.lifecycle_cli.common import (
     run_command,
     safe_url,
 )
-from kelpie.lifecycle_cli.digest import read_actor
 from kelpie.runtime.lease import stored_lease
 from kelpie.storage import lifecycle
+from kelpie.storage.copying import read_actor
 
 __all__ = [
     "add_actors_arguments",
