@@ -194,6 +194,10 @@ async def test_lmdb_marks_follow_commits_and_never_hide_an_actor_with_records(
         await _empty_refill_and_delete(storage)
         await storage.delete(ActorId("m", "kept"), b"a")
         await storage.delete(ActorId("m", "kept"), b"b")  # emptied: marked
+        refilled = ActorId("n", "refilled")
+        await storage.set(refilled, b"a", b"1")
+        await storage.delete(refilled, b"a")  # marked ...
+        await storage.set(refilled, b"b", b"2")  # ... and unmarked: marks stay few
     finally:
         await storage.close()
     meta, _, _ = _raw_lmdb(directory)
