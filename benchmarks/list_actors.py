@@ -16,6 +16,7 @@ values), in pages of 1,000 where the client pages:
 - LMDB: ``txn.get`` of each key, one read transaction per page (sync on).
 - Redis: ``MGET`` of 1,000 keys, on redis.asyncio.
 - SQLite: ``SELECT k, v FROM t WHERE k IN (...1,000 keys)``, sqlite3.
+- PostgreSQL: ``SELECT k, v FROM t WHERE k = ANY($1)`` (1,000 keys), asyncpg.
 
 ``scan`` -- walking the raw store in key order, the cheapest read there is
 (a stricter bound than the target asks):
@@ -24,12 +25,13 @@ values), in pages of 1,000 where the client pages:
 - LMDB: one read transaction, a cursor over all N entries.
 - Redis: ``ZRANGEBYLEX`` pages of a sorted set of N members (the command a
   listing runs, without kelpie's decoding).
-- SQLite: ``SELECT k, v ... WHERE k > ? ORDER BY k LIMIT 1000`` pages.
+- SQLite and PostgreSQL: ``SELECT k, v ... WHERE k > ? ORDER BY k LIMIT
+  1000`` pages.
 
 Rounds alternate kelpie and the two baselines; the medians are printed with
 the ratios kelpie / read and kelpie / scan. The script starts its own
-``redis-server`` on a free loopback port and keeps everything in a temporary
-directory.
+``redis-server`` (and PostgreSQL server, when ``initdb`` is installed) on a
+free loopback port and keeps everything in a temporary directory.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from kelpie import ActorId, Storage, open_storage
 
-BACKENDS = ("memory", "lmdb", "redis", "sqlite")
+BACKENDS = ("memory", "lmdb", "redis", "sqlite", "postgres")
 PAGE = 1000
 VALUE = b"v" * 16
 
@@ -207,6 +209,42 @@ async def _sqlite_raw(actors: int, directory: Path) -> Raw:
     return Raw(read, scan, close)
 
 
+async def _postgres_raw(actors: int, url: str) -> Raw:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.split("?")[0])
+    await connection.execute("CREATE TABLE raw_list (k bytea PRIMARY KEY, v bytea NOT NULL)")
+    keys = _keys(actors)
+    await connection.copy_records_to_table("raw_list", records=[(key, VALUE) for key in keys])
+    await connection.execute("ANALYZE raw_list")
+    pages = _pages(keys)
+
+    async def read() -> int:
+        count = 0
+        for page in pages:
+            count += len(
+                await connection.fetch("SELECT k, v FROM raw_list WHERE k = ANY($1)", page)
+            )
+        return count
+
+    async def scan() -> int:
+        count, after = 0, b""
+        while True:
+            rows = await connection.fetch(
+                "SELECT k, v FROM raw_list WHERE k > $1 ORDER BY k LIMIT $2", after, PAGE
+            )
+            count += len(rows)
+            if len(rows) < PAGE:
+                return count
+            after = rows[-1]["k"]
+
+    async def close() -> None:
+        await connection.execute("DROP TABLE raw_list")
+        await connection.close()
+
+    return Raw(read, scan, close)
+
+
 async def _timed(read: Reader, expected: int) -> float:
     started = time.perf_counter()
     count = await read()
@@ -223,6 +261,8 @@ async def _raw_for(backend: str, url: str, actors: int, directory: Path) -> Raw:
         return await _lmdb_raw(actors, directory)
     if backend == "redis":
         return await _redis_raw(actors, url.split("?")[0])
+    if backend == "postgres":
+        return await _postgres_raw(actors, url)
     return await _sqlite_raw(actors, directory)
 
 
@@ -264,6 +304,9 @@ async def main_async(backends: list[str], actors: int, rounds: int) -> None:
             if backend == "redis":
                 print(await _measure_redis(actors, rounds, directory), flush=True)
                 continue
+            if backend == "postgres":
+                print(await _measure_postgres(actors, rounds, directory), flush=True)
+                continue
             if backend == "memory":
                 url = "memory://"
             elif backend == "lmdb":
@@ -287,6 +330,17 @@ async def _measure_redis(actors: int, rounds: int, directory: Path) -> str:
         return await measure("redis", f"{server.url}?prefix=list-bench", actors, rounds, directory)
     finally:
         server.stop()
+
+
+async def _measure_postgres(actors: int, rounds: int, directory: Path) -> str:
+    """The PostgreSQL row, on a private server (left out if PostgreSQL is not installed)."""
+    from kelpie.testing.postgres_server import PostgresServer, missing_postgres
+
+    missing = missing_postgres()
+    if missing is not None:
+        return f"postgres (left out: {missing})"
+    with PostgresServer() as server:
+        return await measure("postgres", server.url(), actors, rounds, directory)
 
 
 def main() -> int:

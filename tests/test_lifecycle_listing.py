@@ -258,3 +258,36 @@ async def test_a_damaged_stored_id_is_corrupt_state(
         assert await storage.list_actors("m") == []
     finally:
         await storage.close()
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(namespace=_any_part, idents=st.lists(_any_part, max_size=8))
+def test_ids_decoded_in_bulk_are_constructed_ids(namespace: str, idents: list[str]) -> None:
+    """``ActorId._decode_many`` (Redis and PostgreSQL listings) checks in bulk what the
+    constructor checks, and builds equal ids."""
+    try:
+        actors = [ActorId(namespace, ident) for ident in idents]
+    except InvalidActorIdError:
+        return  # a lone surrogate: not an id at all
+    built = ActorId._decode_many(namespace.encode(), [ident.encode() for ident in idents])
+    assert built == actors
+    assert [hash(a) for a in built] == [hash(a) for a in actors]
+    assert [a.encode() for a in built] == [a.encode() for a in actors]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "ids"),
+    [
+        (b"", [b"a"]),
+        (b"n" * 129, [b"a"]),
+        (b"ns", [b"a", b""]),
+        (b"ns", [b"a", b"b" * 129]),
+        (b"ns", [b"a", b"\xff"]),
+        (b"\xc3", [b"a"]),
+    ],
+)
+def test_bulk_decoding_refuses_what_the_constructor_refuses(
+    namespace: bytes, ids: list[bytes]
+) -> None:
+    with pytest.raises(InvalidActorIdError):
+        ActorId._decode_many(namespace, ids)

@@ -18,6 +18,8 @@ import contextlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -38,6 +40,8 @@ from kelpie.storage.group_commit import Batcher
 from kelpie.storage.postgres.errors import is_retryable, translate
 from kelpie.storage.postgres.sql import SCHEMA_VERSION, Statements, ddl, upper_bound
 from kelpie.storage.postgres.url import PostgresOptions
+
+_ID = itemgetter("id")
 
 __all__ = ["BLIND", "EXPECT_ABSENT", "EXPECT_HEADER", "Database", "Job", "Outcome", "Seen"]
 
@@ -217,6 +221,28 @@ class Database:
             raise self.error(exc, action) from exc
         return rows
 
+    async def fetch_walking_index(self, statement: str, *args: Any, action: str) -> list[Any]:
+        """``fetch`` a statement whose ``ORDER BY ... LIMIT`` an index can walk, planned
+        with sorts priced out (``SET LOCAL enable_sort = off``, one read-only
+        transaction).
+
+        With stale statistics (after a bulk load, before autovacuum's ANALYZE)
+        the planner may judge the table tiny, fetch every remaining row of the
+        range, sort it and keep the first page -- for each page, so a listing
+        costs quadratic time. Without sorts it walks the index and stops at
+        the limit, whatever the statistics say.
+        """
+        pool = await self.pool()
+        try:
+            async with pool.acquire() as connection, connection.transaction(readonly=True):
+                # asyncpg's transaction rolls back on any exception, cancellation
+                # included: the pool (which skips its reset) gets a clean connection.
+                await connection.execute("SET LOCAL enable_sort = off")
+                rows: list[Any] = await connection.fetch(statement, *args)
+        except Exception as exc:
+            raise self.error(exc, action) from exc
+        return rows
+
     async def read_value(self, actor: ActorId, key: bytes) -> tuple[Seen, bytes | None]:
         """The actor's header (or absence) and the key's value, from one snapshot.
 
@@ -276,24 +302,29 @@ class Database:
         self, namespace: str | None, after: ActorId | None, limit: int
     ) -> list[ActorId]:
         sql, action = self.sql, "listing actors"
+        fetch = self.fetch_walking_index
         if namespace is None:
             if after is None:
-                rows = await self.fetch(sql.list_actors, limit, action=action)
+                rows = await fetch(sql.list_actors, limit, action=action)
             else:
-                rows = await self.fetch(sql.list_actors_after, limit, *_parts(after), action=action)
+                rows = await fetch(sql.list_actors_after, limit, *_parts(after), action=action)
         else:
             ns = namespace.encode()
             if after is None or after.namespace < namespace:
-                rows = await self.fetch(sql.list_namespace, limit, ns, action=action)
+                rows = await fetch(sql.list_namespace, limit, ns, action=action)
             elif after.namespace > namespace:
                 return []
             else:
-                rows = await self.fetch(
+                rows = await fetch(
                     sql.list_namespace_after, limit, ns, after.id.encode(), action=action
                 )
         try:
-            return [ActorId(bytes(r["namespace"]).decode(), bytes(r["id"]).decode()) for r in rows]
-        except (UnicodeDecodeError, InvalidActorIdError) as exc:
+            # Rows come in (namespace, id) order: each namespace's ids are built in bulk.
+            actors: list[ActorId] = []
+            for ns, run in groupby(rows, key=itemgetter("namespace")):
+                actors += ActorId._decode_many(bytes(ns), list(map(bytes, map(_ID, run))))
+            return actors
+        except InvalidActorIdError as exc:
             raise CorruptStateError(
                 f"a header row in {self.where} names no valid actor: something other than "
                 f"kelpie wrote it ({exc})"

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as rex
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
-from kelpie.errors import CorruptStateError
-from kelpie.identity import MAX_ID_PART_BYTES, ActorId
+from kelpie.errors import CorruptStateError, InvalidActorIdError
+from kelpie.identity import ActorId
 from kelpie.storage.redis.keys import (
     actor_from_tag,
     actor_member,
@@ -147,7 +147,7 @@ def _decode_run(prefix: bytes, run: list[bytes]) -> list[ActorId] | None:
     an id, and ``00 01``; None if any is not."""
     count, skip = len(run), len(prefix)
     namespace = prefix[:-2]
-    if b"\x00" in namespace or not 0 < len(namespace) <= MAX_ID_PART_BYTES:
+    if b"\x00" in namespace:
         return None
     if (
         b"".join(map(itemgetter(slice(skip)), run)) != prefix * count
@@ -155,16 +155,10 @@ def _decode_run(prefix: bytes, run: list[bytes]) -> list[ActorId] | None:
         or b"".join(run).count(b"\x00") != 2 * count  # so no NUL (escaped) in an id
     ):
         return None
-    idents = list(map(itemgetter(slice(skip, -2)), run))
-    lengths = list(map(len, idents))
-    if min(lengths) == 0 or max(lengths) > MAX_ID_PART_BYTES:
-        return None
     try:
-        name = namespace.decode()
-        ids = list(map(bytes.decode, idents))
-    except UnicodeDecodeError:
+        return ActorId._decode_many(namespace, list(map(itemgetter(slice(skip, -2)), run)))
+    except InvalidActorIdError:
         return None
-    return ActorId._trusted_many(name, ids)
 
 
 # -- delete_actor ---------------------------------------------------------------
