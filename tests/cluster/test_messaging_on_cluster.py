@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kelpie import ActorId, open_storage
+from kelpie import ActorId, Runtime, open_storage
 from kelpie.errors import (
     ActorActiveElsewhereError,
     CommitOutcomeUnknownError,
@@ -41,12 +41,15 @@ from kelpie.errors import (
 )
 from kelpie.messaging import records
 from kelpie.storage.redis.keys import actor_keys
-from kelpie.testing.bank_node import BankNode, read_teller, start_bank_nodes
-from kelpie.testing.redis_cluster import RedisCluster, key_slot
+from kelpie.testing.bank_node import NAMESPACES, BankNode, Teller, read_teller, start_bank_nodes
+from kelpie.testing.redis_cluster import RedisCluster, cluster_command, key_slot
 from kelpie.testing.runtime_node import NodeClient
+from tests.cluster.test_failover import _wait_replicated
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 1.0
+DUE = 3.0
+"""Seconds from setting to the due time of the reminder a lagging master's cancel targets."""
 DEPOSIT = 1000
 RETRYABLE = (
     StorageUnavailableError,
@@ -302,6 +305,7 @@ async def test_reminders_and_messages_in_flight_survive_a_master_failover_once(
         (1, "due-in-outage-2"): 4.5,
         (0, "due-after"): 9.0,
         (1, "due-later"): 12.0,
+        (3, "re-armed"): 5.0,  # first set for 1.0 s: its first due time must never fire
     }
     cancelled = {(3, "cancelled-before-kill"): 5.0, (1, "cancelled-too"): 2.0}
     beat, every = reminded[2], 1.0
@@ -312,6 +316,7 @@ async def test_reminders_and_messages_in_flight_survive_a_master_failover_once(
         router = bank.router()
         await bank.open_accounts(senders)
         set_at = time.monotonic()
+        await router.invoke(reminded[3], "remind", {"name": "re-armed", "after": 1.0})
         for (i, name), after in {**one_shots, **cancelled}.items():
             payload = {"name": name, "after": after}
             await router.invoke(reminded[i], "remind", payload, key=f"set-{name}")
@@ -411,3 +416,80 @@ async def test_reminders_and_messages_in_flight_survive_a_master_failover_once(
     assert any(fire["at"] > promoted_at for fire in beats)
     assert all(fire["at"] < beat_cancelled_at for fire in beats)
     assert in_flight > 0  # messages committed while their target's shard was down
+
+
+async def _cancel_on_a_lagging_master(
+    cluster: RedisCluster, slots: Slots, master: int, wait_replicas: int
+) -> tuple[str, list[float], float]:
+    """Set a reminder, cancel it while only ``master`` can take the cancel, fail over.
+
+    The replica is paused and its link cut (as in ``test_failover.py``), so a
+    cancel the master acknowledges exists nowhere else; the master is killed
+    and the stale replica promoted. Returns how the cancel ended, the fire
+    times (monotonic) and when a cancel was acknowledged (the first, or a retry).
+    """
+    url = (
+        f"{cluster.url}?prefix=lc-{uuid.uuid4().hex[:8]}"
+        f"&wait_replicas={wait_replicas}&wait_timeout_ms=150"
+    )
+    replica = next(p for p in cluster.replicas_of(master) if cluster.node(p).running)
+    actor = slots.actors_on("vault", "c")[master][0]
+    storage = open_storage(url, connect_timeout=0.5)
+    cancelled_at: float | None = None
+    async with asyncio.timeout(120), Runtime(storage, invocation_timeout=10) as runtime:
+        for namespace in NAMESPACES:
+            runtime.register(namespace, Teller)
+        due_at = time.monotonic() + DUE
+        await runtime.invoke(actor, "remind", {"name": "r", "after": DUE}, idempotency_key="set")
+        await asyncio.to_thread(_wait_replicated, cluster, master, replica)
+        cluster.node(replica).pause()
+        assert cluster_command(master, "CLIENT", "KILL", "TYPE", "replica") == "1"
+        try:
+            await runtime.invoke(actor, "cancel", "r", idempotency_key="cancel")
+            cancel, cancelled_at = "acknowledged", time.monotonic()
+        except (StorageUnavailableError, CommitOutcomeUnknownError) as exc:
+            cancel = type(exc).__name__
+        await asyncio.to_thread(cluster.kill, master)
+        cluster.node(replica).resume()
+        await asyncio.to_thread(cluster.wait_for_failover, master)
+        if wait_replicas:  # the promoted master confirms nothing until it has a replica
+            await asyncio.to_thread(cluster.restart, master)
+        while cancelled_at is None:  # the caller was told it may not have landed: again
+            try:
+                await runtime.invoke(actor, "cancel", "r", idempotency_key="cancel-again")
+                cancelled_at = time.monotonic()
+            except RETRYABLE:
+                await asyncio.sleep(0.05)
+        # Sweeps run every second while the index holds entries: a fire, or a second
+        # one, comes within this.
+        await asyncio.sleep(max(0.0, max(due_at, cancelled_at) + 2.5 - time.monotonic()))
+        state = await read_teller(storage, actor)
+    await storage.close()
+    return cancel, [fire["at"] for fire in state["fired"]], cancelled_at
+
+
+async def test_a_cancel_only_a_lagging_master_had_is_lost_without_wait_and_refused_with_it(
+    fresh_cluster: RedisCluster,
+) -> None:
+    """What docs/scale-out.md §4 promises for reminders: WAIT or a possible loss."""
+    slots = Slots(fresh_cluster)
+    figures: list[tuple[str, list[float], float]] = []
+    for wait_replicas, master in zip((0, 1), slots.masters[:2], strict=True):
+        cancel, fired, cancelled_at = await _cancel_on_a_lagging_master(
+            fresh_cluster, slots, master, wait_replicas
+        )
+        figures.append((cancel, fired, cancelled_at))
+        print(
+            f"wait_replicas={wait_replicas}: master :{master} killed; the first cancel: "
+            f"{cancel}; the reminder fired at {[round(at - cancelled_at, 2) for at in fired]} "
+            f"s from the acknowledged cancel"
+        )
+    (lost_cancel, lost_fired, _), (refused, fired, cancelled_at) = figures
+    # Without WAIT the master acknowledged the cancel and the failover lost it: the
+    # reminder fires once (a documented loss of an acknowledged commit).
+    assert lost_cancel == "acknowledged"
+    assert len(lost_fired) == 1
+    # With wait_replicas=1 the cancel is refused, never acknowledged and lost; once a
+    # cancel is acknowledged (after recovery) nothing fires any more.
+    assert refused == "StorageUnavailableError"
+    assert all(at < cancelled_at for at in fired)
