@@ -30,7 +30,6 @@ import logging
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +42,7 @@ from kelpie.actor.keys import STATE_KEY
 from kelpie.identity import ActorId
 from kelpie.runtime.runtime import Runtime
 from kelpie.storage.protocol import Storage
-from kelpie.storage.registry import open_storage
-from kelpie.testing.runtime_node import _answer
+from kelpie.testing import runtime_node
 
 __all__ = ["NAMESPACES", "BankNode", "Fire", "Teller", "Till", "read_teller", "start_bank_nodes"]
 
@@ -140,50 +138,20 @@ class _OneLine(logging.Formatter):
         return text
 
 
+def _register_tellers(runtime: Runtime) -> None:
+    for namespace in NAMESPACES:
+        runtime.register(namespace, Teller)
+
+
 async def serve(url: str, node_id: str, lease_seconds: float) -> None:
-    """Serve invocations on a free 127.0.0.1 port until SIGTERM/SIGINT."""
+    """Serve invocations on a free 127.0.0.1 port until SIGTERM/SIGINT, logging one
+    line per record (``kelpie.testing.runtime_node.serve`` with tellers)."""
     global NODE_ID
     NODE_ID = node_id
     handler = logging.StreamHandler()
     handler.setFormatter(_OneLine(f"{node_id} %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    storage = open_storage(url)
-    runtime = Runtime(storage, node_id=node_id, lease_seconds=lease_seconds, invocation_timeout=10)
-    for namespace in NAMESPACES:
-        runtime.register(namespace, Teller)
-    stats: Counter[str] = Counter()
-    connections: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        connections[writer] = task
-        try:
-            while line := await reader.readline():
-                answer = await _answer(runtime, stats, json.loads(line))
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            connections.pop(writer, None)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
-    async with server:
-        await stop.wait()
-        # End every connection's handler here (EOF), not by asyncio.run's cancellation.
-        for writer in list(connections):
-            writer.close()
-        if connections:
-            await asyncio.wait(list(connections.values()), timeout=15)
-    await runtime.close()
-    await storage.close()
+    await runtime_node.serve(url, node_id, lease_seconds, register=_register_tellers)
 
 
 def main(argv: list[str] | None = None) -> None:

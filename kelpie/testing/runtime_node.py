@@ -26,6 +26,7 @@ import asyncio
 import json
 import signal
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,14 +128,30 @@ async def _answer(runtime: Runtime, stats: Counter[str], request: dict[str, Any]
     return {"ok": True, "result": result}
 
 
-async def serve(url: str, node_id: str, lease_seconds: float, port: int = 0) -> None:
-    """Serve invocations on 127.0.0.1:port until SIGTERM/SIGINT."""
+def _register_ledger(runtime: Runtime) -> None:
+    runtime.register("account", LedgerAccount)
+
+
+async def serve(
+    url: str,
+    node_id: str,
+    lease_seconds: float,
+    port: int = 0,
+    *,
+    register: Callable[[Runtime], None] = _register_ledger,
+) -> None:
+    """Serve invocations on 127.0.0.1:port until SIGTERM/SIGINT (``register`` names the
+    actor types; by default the ledger's ``account``)."""
     storage = open_storage(url)
     runtime = Runtime(storage, node_id=node_id, lease_seconds=lease_seconds, invocation_timeout=10)
-    runtime.register("account", LedgerAccount)
+    register(runtime)
     stats: Counter[str] = Counter()
+    connections: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections[writer] = task
         try:
             while line := await reader.readline():
                 answer = await _answer(runtime, stats, json.loads(line))
@@ -144,6 +161,7 @@ async def serve(url: str, node_id: str, lease_seconds: float, port: int = 0) -> 
             pass
         finally:
             writer.close()
+            connections.pop(writer, None)
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
     stop = asyncio.Event()
@@ -154,6 +172,11 @@ async def serve(url: str, node_id: str, lease_seconds: float, port: int = 0) -> 
     print(f"READY {bound}", flush=True)
     async with server:
         await stop.wait()
+        # End every connection's handler here (EOF), not by asyncio.run's cancellation.
+        for writer in list(connections):
+            writer.close()
+        if connections:
+            await asyncio.wait(list(connections.values()), timeout=15)
     await runtime.close()
     await storage.close()
 
