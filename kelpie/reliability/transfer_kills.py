@@ -93,6 +93,8 @@ class ReminderKillReport:
     once_fired_by: list[str] = field(default_factory=list)
     clock_fires: int = 0
     clock_fires_after_kill: int = 0
+    beats_by_process: dict[str, int] = field(default_factory=dict)
+    """The repeating reminder's fires per process (``--tag``)."""
     violations: list[str] = field(default_factory=list)
 
 
@@ -349,25 +351,42 @@ def kill_transfers(
 
 
 def reminder_after_kill(
-    url: str, directory: Path, *, seed: int = 0, every: float = 0.2, once_after: float = 1.5
+    url: str,
+    directory: Path,
+    *,
+    seed: int = 0,
+    every: float = 0.2,
+    once_after: float = 1.5,
+    lease_seconds: float | None = None,
 ) -> ReminderKillReport:
     """A process sets reminders and is SIGKILLed before the one-shot is due; two later
-    processes (one of them SIGKILLed too) must fire it exactly once and keep the cadence."""
+    processes (one of them SIGKILLed too) must fire it exactly once and keep the cadence.
+
+    ``lease_seconds``: the processes are nodes with leases (each new one waits for
+    the killed one's lease on the actor to expire)."""
     rng = random.Random(seed)
     report = ReminderKillReport(seed)
     logs = directory / "reminder-logs"
     logs.mkdir(parents=True, exist_ok=True)
     sets = [f"--set-clock=once:{once_after}", f"--set-clock=beat:{every}:{every}"]
-    node = _Node(url, logs, "r", rng, ["--clients", "0", *sets])
+    extra = ["--clients", "0", *sets]
+    if lease_seconds is not None:
+        extra += ["--lease-seconds", str(lease_seconds)]
+    node = _Node(url, logs, "r", rng, extra)
+    later: list[str] = []
     try:
         node.start()  # sets both reminders, then says READY
         setter = node.tag
         time.sleep(rng.uniform(0.2, 0.4) * once_after)  # a few beats; the one-shot not due
         node.kill()
         time.sleep(once_after)  # the one-shot falls due while no process runs
+        # With leases a new node first watches the killed one's lease expire (one sweep
+        # period, about 1 s, at least lease_seconds) before it may fire.
+        takeover = 0.0 if lease_seconds is None else lease_seconds + 1.0
         for _ in range(2):
             node.start()
-            time.sleep(rng.uniform(4, 8) * every)
+            later.append(node.tag)
+            time.sleep(takeover + rng.uniform(4, 8) * every)
             node.kill()
     finally:
         node.kill()
@@ -394,6 +413,8 @@ def reminder_after_kill(
     beats = [entry for entry in fired if entry[0] == "beat"]
     report.clock_fires = len(beats)
     report.clock_fires_after_kill = sum(entry[2] != setter for entry in beats)
-    if report.clock_fires_after_kill < 4:
-        report.violations.append(f"the repeating reminder fired {beats} after the kill")
+    report.beats_by_process = dict(Counter(entry[2] for entry in beats))
+    idle = [tag for tag in later if report.beats_by_process.get(tag, 0) < 2]
+    if idle:
+        report.violations.append(f"the repeating reminder did not go on in {idle}: {beats}")
     return report

@@ -41,6 +41,7 @@ def _assert_reminders(report: ReminderKillReport) -> None:
     assert report.violations == []
     assert len(report.once_fired_by) == 1
     assert report.clock_fires_after_kill >= 4
+    assert len(report.beats_by_process) >= 2  # fired on after the setter's kill, twice
 
 
 def test_transfers_between_sigkilled_processes_on_lmdb_conserve_money_once_each(
@@ -88,3 +89,10 @@ def test_transfers_between_sigkilled_nodes_with_leases_on_lmdb_conserve_money_on
     # its actors and deliver its outbox.
     report = kill_transfers(_lmdb(tmp_path), tmp_path, 6, seed=15, lease_seconds=0.5)
     _assert_transfers(report, 6)
+
+
+def test_reminder_set_before_a_sigkill_fires_once_on_the_next_node_with_leases_on_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # The killed node's lease on the actor expires before the next node fires.
+    _assert_reminders(reminder_after_kill(redis_server.url, tmp_path, seed=16, lease_seconds=0.5))
