@@ -11,5 +11,8 @@ implementation (docs/reliability.md):
   under the ledger and restarted;
 - ``lmdb_kills``: a ledger writer process SIGKILLed at random moments, checked
   by a fresh process each time (``kelpie.testing.ledger_process``);
+- ``transfer_kills``: processes moving money by ``ctx.send`` and firing
+  reminders, SIGKILLed at random moments on LMDB and Redis
+  (``kelpie.testing.transfer_node``), judged from the stored states;
 - ``hostile``: hostile inputs to the public API.
 """
