@@ -208,7 +208,9 @@ async def test_lmdb_marks_follow_commits_and_never_hide_an_actor_with_records(
     try:
         with env.begin(write=True) as txn:
             actors, records = env.open_db(b"actors", txn=txn), env.open_db(b"records", txn=txn)
-            number = _ENTRY.unpack(txn.get(ActorId("m", "kept").encode(), db=actors))[0]
+            entry = txn.get(ActorId("m", "kept").encode(), db=actors)
+            assert entry is not None
+            number = _ENTRY.unpack(entry)[0]
             txn.put(_NUMBER.pack(number) + b"old", b"written by 0.1", db=records)
     finally:
         env.close()
