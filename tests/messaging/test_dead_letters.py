@@ -1,0 +1,82 @@
+"""Dead letters: a failing message's attempts are counted at its target, across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from kelpie import Actor, ActorContext, Runtime, Storage
+from kelpie.messaging import records
+from kelpie.messaging.delivery import MAX_ATTEMPTS
+from tests.messaging.actors import Ledger, acct, settle
+from tests.messaging.conftest import on_backends
+
+
+class Poisoned(Actor[Ledger]):
+    """``poison`` always raises; ``runs`` counts its runs in this process."""
+
+    state_type = Ledger
+    runs: ClassVar[int] = 0
+
+    async def send_poison(self, ctx: ActorContext[Ledger], payload: str) -> None:
+        ctx.send(acct(payload), "poison", None)
+        ctx.send(acct(payload), "credit", 1)
+
+    async def poison(self, ctx: ActorContext[Ledger], payload: Any) -> None:
+        Poisoned.runs += 1
+        ctx.state.balance += 1000
+        raise RuntimeError(f"poisoned run {Poisoned.runs}")
+
+    async def credit(self, ctx: ActorContext[Ledger], payload: int) -> None:
+        ctx.state.balance += payload
+
+    async def balance(self, ctx: ActorContext[Ledger], payload: None) -> int:
+        return ctx.state.balance
+
+
+def _runtime(storage: Storage) -> Runtime:
+    rt = Runtime(storage, invocation_timeout=5.0)
+    rt.register("acct", Poisoned)
+    return rt
+
+
+async def _recorded_attempts(storage: Storage) -> int:
+    raw = await storage.get(acct("b"), records.failures_key(records.tag(acct("a"))))
+    return records.unpack_failures(raw, 1, "failures")[0]
+
+
+@on_backends
+async def test_attempts_at_a_poison_message_survive_a_restart_of_the_runtime(
+    storage: Storage,
+) -> None:
+    Poisoned.runs = 0
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("a"), "send_poison", "b")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while Poisoned.runs < 2:
+            assert loop.time() < deadline, "the poison message never ran twice"
+            await asyncio.sleep(0.001)
+    # The runtime closed after 2 or 3 failed runs, each recorded at the target.
+    before_restart = Poisoned.runs
+    assert 2 <= before_restart < MAX_ATTEMPTS
+    assert await _recorded_attempts(storage) == before_restart
+
+    async with _runtime(storage) as rt:  # its sweep finds a's outbox and goes on counting
+
+        async def dead_lettered() -> bool:
+            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
+
+        await settle(dead_lettered)
+        assert Poisoned.runs == MAX_ATTEMPTS  # not MAX_ATTEMPTS more after the restart
+
+        async def credited() -> bool:
+            return bool(await rt.invoke(acct("b"), "balance") == 1)
+
+        await settle(credited)  # the message after the poison flows
+    letters = await storage.list_keys(acct("b"), records.DEAD_LETTER)
+    assert len(letters) == 1
+    raw = await storage.get(acct("b"), letters[0])
+    assert raw is not None and b"poisoned run" in raw
+    # the count is gone with the message it counted
+    assert await storage.get(acct("b"), records.failures_key(records.tag(acct("a")))) is None
