@@ -4,7 +4,10 @@ A special call is ``(actor, ctx) -> result``, run by ``Activation.invoke``
 through the same ``execute`` as a handler: the fence, the state, the commit.
 Delivering a message checks and advances the target's high-water mark for
 the sender in the transaction that runs the handler, so a message is applied
-once however often it is delivered; dead-lettering advances it without
+once however often it is delivered (``deliver_together`` does the same for
+several messages in one transaction); counting a failed attempt
+(``failed``, ``begin_attempt``) writes the target's ``f`` record and, at
+the limit, dead-letters the message, which advances the mark without
 running the handler; firing a reminder checks the reminder's record and
 advances or removes it in the transaction that runs the handler.
 """

@@ -13,10 +13,11 @@ reload forgets them.
 After the commit, one pump task per sender delivers its pending messages in
 order per target (different targets at once) through the target's mailbox,
 several senders' messages to one target in one transaction there
-(``kelpie.messaging.inbox``), retries
-what failed transiently, dead-letters a message whose handler failed
-``max_attempts`` times, and deletes the delivered entries. Nothing of this
-runs inside the sender's mailbox turn, so a message to oneself cannot
+(``kelpie.messaging.inbox``), retries what failed transiently, counts a
+failed handler at the target (``calls.failed``; ``calls.begin_attempt``
+before running a message read back from an outbox) and dead-letters the
+message at ``MAX_ATTEMPTS``, and deletes the delivered entries. Nothing of
+this runs inside the sender's mailbox turn, so a message to oneself cannot
 deadlock.
 """
 

@@ -1,12 +1,14 @@
-"""Dead letters: a failing message's attempts are counted at its target, across restarts."""
+"""Dead letters: attempts counted at the target, across restarts; deliveries that share a commit."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, ClassVar
 
+import pytest
+
 from kelpie import Actor, ActorContext, Runtime, Storage
-from kelpie.messaging import records
+from kelpie.messaging import calls, records
 from kelpie.messaging.delivery import MAX_ATTEMPTS
 from tests.messaging.actors import Ledger, acct, settle
 from tests.messaging.conftest import on_backends
@@ -26,6 +28,9 @@ class Poisoned(Actor[Ledger]):
         Poisoned.runs += 1
         ctx.state.balance += 1000
         raise RuntimeError(f"poisoned run {Poisoned.runs}")
+
+    async def send_credit(self, ctx: ActorContext[Ledger], payload: str) -> None:
+        ctx.send(acct(payload), "credit", 1)
 
     async def credit(self, ctx: ActorContext[Ledger], payload: int) -> None:
         ctx.state.balance += payload
@@ -80,3 +85,33 @@ async def test_attempts_at_a_poison_message_survive_a_restart_of_the_runtime(
     assert raw is not None and b"poisoned run" in raw
     # the count is gone with the message it counted
     assert await storage.get(acct("b"), records.failures_key(records.tag(acct("a")))) is None
+
+
+@on_backends
+async def test_messages_reaching_a_busy_target_share_a_commit_and_a_poison_one_fails_alone(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    together: list[int] = []
+    deliver_together = calls.deliver_together
+
+    def counting(batch: list[tuple[Any, calls.Outcome]]) -> calls.Special:
+        together.append(len(batch))
+        return deliver_together(batch)
+
+    monkeypatch.setattr(calls, "deliver_together", counting)
+    Poisoned.runs = 0
+    senders = [acct(f"s{n}") for n in range(20)]
+    async with _runtime(storage) as rt:
+        await asyncio.gather(
+            rt.invoke(acct("p"), "send_poison", "t"),
+            *(rt.invoke(sender, "send_credit", "t") for sender in senders),
+        )
+
+        async def arrived() -> bool:
+            return bool(await rt.invoke(acct("t"), "balance") == len(senders) + 1)
+
+        await settle(arrived)
+        letters = await storage.list_keys(acct("t"), records.DEAD_LETTER)
+    assert len(letters) == 1  # the poison, alone; every credit applied exactly once
+    assert Poisoned.runs >= MAX_ATTEMPTS
+    assert together and max(together) > 1, together  # several messages in one commit
