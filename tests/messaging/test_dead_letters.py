@@ -19,6 +19,7 @@ class Poisoned(Actor[Ledger]):
 
     state_type = Ledger
     runs: ClassVar[int] = 0
+    fires: ClassVar[int] = 0
 
     async def send_poison(self, ctx: ActorContext[Ledger], payload: str) -> None:
         ctx.send(acct(payload), "poison", None)
@@ -37,6 +38,13 @@ class Poisoned(Actor[Ledger]):
 
     async def balance(self, ctx: ActorContext[Ledger], payload: None) -> int:
         return ctx.state.balance
+
+    async def remind_poison(self, ctx: ActorContext[Ledger], payload: None) -> None:
+        ctx.set_reminder("bad", after=0, operation="explode")
+
+    async def explode(self, ctx: ActorContext[Ledger], payload: None) -> None:
+        Poisoned.fires += 1
+        raise RuntimeError(f"exploded fire {Poisoned.fires}")
 
 
 def _runtime(storage: Storage) -> Runtime:
@@ -115,3 +123,28 @@ async def test_messages_reaching_a_busy_target_share_a_commit_and_a_poison_one_f
     assert len(letters) == 1  # the poison, alone; every credit applied exactly once
     assert Poisoned.runs >= MAX_ATTEMPTS
     assert together and max(together) > 1, together  # several messages in one commit
+
+
+@on_backends
+async def test_failed_fires_of_a_reminder_are_counted_in_its_record_across_a_restart(
+    storage: Storage,
+) -> None:
+    Poisoned.fires = 0
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("r"), "remind_poison")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while Poisoned.fires < 2:
+            assert loop.time() < deadline, "the reminder never fired twice"
+            await asyncio.sleep(0.001)
+    before_restart = Poisoned.fires
+    assert 2 <= before_restart < MAX_ATTEMPTS
+
+    async with _runtime(storage):
+
+        async def given_up() -> bool:
+            return bool(await storage.list_keys(acct("r"), records.DEAD_LETTER))
+
+        await settle(given_up)
+    assert Poisoned.fires == MAX_ATTEMPTS  # not MAX_ATTEMPTS more after the restart
+    assert await storage.get(acct("r"), records.reminder_key("bad")) is None  # one-shot: gone
