@@ -135,3 +135,82 @@ def test_the_installed_command_prints_its_version() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"kelpie {importlib.metadata.version('kelpie')}"
+
+
+# -- --workload transfers (issue 16) ------------------------------------------------------
+
+
+def _kelpie(*args: str) -> subprocess.CompletedProcess[str]:
+    """``kelpie ARGS`` in a fresh process, as a user runs it (this checkout's package)."""
+    return subprocess.run(
+        [sys.executable, "-m", "kelpie.cli", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_transfers_workload_prints_transfers_against_invocations_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    lmdb = f"lmdb://{tmp_path}/store"
+    result = _kelpie(
+        "bench", "--workload", "transfers", "--storage", lmdb, "--storage", "memory://",
+        "--concurrency", "1,3", "--seconds", "0.2", "--slices", "2",
+    )  # fmt: skip
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:5] == ["backend", "actors", "inv/s", "p99", "ms"] for line in lines)
+    rows = [line.split() for line in lines if line.split()[:1] in (["lmdb"], ["memory"])]
+    assert [(cells[0], cells[1]) for cells in rows] == [
+        ("lmdb", "1"), ("lmdb", "3"), ("memory", "1"), ("memory", "3")
+    ]  # fmt: skip
+    for cells in rows:
+        plain, transfers, ratio = (float(cells[i].replace(",", "")) for i in (2, 4, 6))
+        assert plain > 0 and transfers > 0
+        assert ratio == pytest.approx(transfers / plain, abs=0.01)
+    summary = [line for line in lines if line.startswith("lmdb: transfers/s / inv/s: ")]
+    assert len(summary) == 1 and "issue 16 target >= 0.4x at 3: " in summary[0], lines
+    assert "the messaging index entries naming them" in result.stdout
+    assert "kelpie bench: 4/4 figures (memory, 3 actors done)" in result.stderr
+    listed = _kelpie("actors", lmdb, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == ""  # no account, no kelpie.index shard left behind
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workload", "nope"], "--workload must be one of invocations, transfers, got 'nope'"),
+        (["--workload", "transfers", "--keys", "1,5"], "--workload transfers does not take --keys"),
+        (
+            ["--workload", "transfers", "--compare-off", "--processes", "2"],
+            "--workload transfers does not take --compare-off, --processes",
+        ),
+    ],
+)
+def test_transfers_workload_bad_arguments_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code = main(["bench", "--storage", "memory://", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"kelpie bench: {message}\n"
+
+
+async def test_transfers_on_a_store_the_bench_owns_also_deletes_the_index_shards(
+    tmp_path: Path,
+) -> None:
+    from kelpie import open_storage
+    from kelpie.bench import BenchOptions, Target
+    from kelpie.bench.transfers import bench_transfers
+
+    url = f"lmdb://{tmp_path}/own"
+    options = BenchOptions(concurrencies=(2,), seconds=0.1, slices=1, workload="transfers")
+    rows = await bench_transfers(Target("lmdb", url), options, owns_store=True)
+    assert len(rows) == 1 and rows[0].transfers.done > 0
+    async with open_storage(url) as storage:
+        assert await storage.list_actors() == []

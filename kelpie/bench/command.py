@@ -22,11 +22,19 @@ from kelpie.bench.measure import BenchOptions, Target, bench_storage, check_url,
 from kelpie.bench.progress import BenchProgress
 from kelpie.bench.report import Row, format_header, format_row, summary_lines
 from kelpie.bench.targets import default_targets, user_targets
+from kelpie.bench.transfers import (
+    TransferRow,
+    bench_transfers,
+    format_transfer_header,
+    format_transfer_row,
+    transfer_summary_lines,
+)
 from kelpie.errors import ConfigError, KelpieError
 from kelpie.storage.url import StorageURL
 
-__all__ = ["add_arguments", "main", "parse_options", "run"]
+__all__ = ["WORKLOADS", "add_arguments", "main", "parse_options", "run"]
 
+WORKLOADS = ("invocations", "transfers")
 _MAX_CONCURRENCY = 10_000
 _MAX_KEYS = 1_000
 _MAX_SECONDS = 3600
@@ -85,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="alternating slices per figure (default 3)",
     )
     parser.add_argument(
+        "--workload",
+        default="invocations",
+        metavar="NAME",
+        help="invocations: kelpie beside the raw client (default); transfers: transfers/s "
+        "(a debit whose commit sends a credit, counted once applied) against plain "
+        "invocations/s on the same backend",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no progress on stderr (the table is unchanged)"
     )
 
@@ -109,13 +125,29 @@ def parse_options(args: argparse.Namespace) -> BenchOptions:
         raise ValueError(f"--slices must be between 1 and 100, got {args.slices}")
     if not 1 <= args.processes <= 64:
         raise ValueError(f"--processes must be between 1 and 64, got {args.processes}")
+    if args.workload not in WORKLOADS:
+        raise ValueError(f"--workload must be one of {', '.join(WORKLOADS)}, got {args.workload!r}")
+    keys = _int_list(args.keys, "--keys", _MAX_KEYS)
+    if args.workload == "transfers":
+        unsupported = [
+            name
+            for name, given in (
+                ("--keys", keys != (1,)),
+                ("--compare-off", args.compare_off),
+                ("--processes", args.processes != 1),
+            )
+            if given
+        ]
+        if unsupported:
+            raise ValueError(f"--workload transfers does not take {', '.join(unsupported)}")
     return BenchOptions(
         concurrencies=_int_list(args.concurrency, "--concurrency", _MAX_CONCURRENCY),
         seconds=args.seconds,
-        keys=_int_list(args.keys, "--keys", _MAX_KEYS),
+        keys=keys,
         compare_off=args.compare_off,
         slices=args.slices,
         processes=args.processes,
+        workload=args.workload,
     )
 
 
@@ -155,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(bench.main(targets))
         with default_targets(bench.note) as targets:
             return asyncio.run(bench.main(targets))
-    except (KelpieError, OSError) as exc:
+    except (KelpieError, OSError, RuntimeError) as exc:
         where = f"{bench.current.label} ({bench.current.shown}): " if bench.current else ""
         print(
             f"kelpie bench: {where}{type(exc).__name__}: {_one_line(exc, secrets)}",
@@ -178,6 +210,7 @@ class _Bench:
         self.notes: list[str] = []
         self.current: Target | None = None
         self.rows: list[Row] = []
+        self.transfer_rows: list[TransferRow] = []
         self.on_user_store = False
 
     def note(self, text: str) -> None:
@@ -192,6 +225,13 @@ class _Bench:
         if self.progress is not None:
             self.progress.clear()
         print(format_row(row, self.options.compare_off), flush=True)
+        if self.progress is not None:
+            self.progress.end()
+
+    def _emit_transfers(self, row: TransferRow) -> None:
+        if self.progress is not None:
+            self.progress.clear()
+        print(format_transfer_row(row), flush=True)
         if self.progress is not None:
             self.progress.end()
 
@@ -225,11 +265,23 @@ class _Bench:
         self._print_parameters(targets)
         self._flush_notes()
         print(flush=True)
-        print(format_header(self.options.compare_off), flush=True)
+        transfers = self.options.workload == "transfers"
+        header = format_transfer_header() if transfers else format_header(self.options.compare_off)
+        print(header, flush=True)
         redraw = self._start_progress(targets)
         try:
             for target in targets:
                 self.current = target
+                if transfers:
+                    self.transfer_rows += await bench_transfers(
+                        target,
+                        self.options,
+                        namespace=self.namespace,
+                        owns_store=not self.on_user_store,
+                        emit=self._emit_transfers,
+                        begin=self._begin,
+                    )
+                    continue
                 self.rows += await bench_storage(
                     target,
                     self.options,
@@ -245,13 +297,18 @@ class _Bench:
                 self.progress.clear()
         self.current = None
         print()
-        for line in summary_lines(self.rows):
+        summary = transfer_summary_lines(self.transfer_rows) if transfers else []
+        for line in summary + summary_lines(self.rows):
             print(line)
         self._flush_notes()
         if self.on_user_store:
+            index = (
+                " and the messaging index entries naming them (kelpie.index/*)" if transfers else ""
+            )
             print(
-                f"deleted every key the bench wrote (actors {self.namespace}/*); a backend may "
-                "keep a small version record per actor, which the Storage protocol cannot remove"
+                f"deleted every key the bench wrote (actors {self.namespace}/*{index}); a backend "
+                "may keep a small version record per actor, which the Storage protocol cannot "
+                "remove"
             )
         return 0
 
@@ -262,10 +319,15 @@ class _Bench:
             f"kelpie bench, {now}; python {platform.python_version()} on "
             f"{platform.system()}, {os.cpu_count()} CPUs"
         )
+        last = max(o.concurrencies) - 1
+        what = (
+            f"workload transfers; accounts {self.namespace}/t0..t{last}"
+            if o.workload == "transfers"
+            else f"keys per invocation: {','.join(map(str, o.keys))}; "
+            f"actors {self.namespace}/a0..a{last}"
+        )
         print(
-            f"{o.seconds:g} s per figure and side, in {o.slices} alternating slices; "
-            f"keys per invocation: {','.join(map(str, o.keys))}; "
-            f"actors {self.namespace}/a0..a{max(o.concurrencies) - 1}"
+            f"{o.seconds:g} s per figure and side, in {o.slices} alternating slices; {what}"
             + (
                 f"; kelpie's side in {o.processes} runtime processes (memory: in one)"
                 if o.processes > 1
@@ -273,6 +335,15 @@ class _Bench:
             )
         )
         print("backends: " + "; ".join(f"{t.label} = {t.shown}" for t in targets))
+        if o.workload == "transfers":
+            print(
+                "inv/s, p99: plain invocations (one commit each) of N accounts by N clients; "
+                "transfers/s: a debit whose commit sends a credit (ctx.send) to another account, "
+                "counted once the credit was applied (a slice ends when every credit is); "
+                "debit p99: the debit's latency; ratio = transfers/s / inv/s (issue 16 target: "
+                ">= 0.4); batch = mean commits per group-commit batch during the transfers"
+            )
+            return
         print(
             "inv/s, p50, p99: Runtime.invoke (state change + KV writes, one commit); "
             "raw: the same writes with the backend's own client (memory: a dict; lmdb: a py-lmdb "

@@ -38,6 +38,8 @@ class BenchOptions:
     slices: int = 3
     processes: int = 1
     """Runtime processes kelpie's side runs in (``--processes``; shared stores only)."""
+    workload: str = "invocations"
+    """``invocations`` (kelpie beside the raw client) or ``transfers`` (issue 16)."""
 
 
 @dataclass(frozen=True)

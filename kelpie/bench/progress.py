@@ -52,8 +52,9 @@ class BenchProgress:
         return text
 
     def begin(self, backend: str, keys: int, concurrency: int) -> None:
-        """A figure starts: ``backend`` with ``keys`` keys at ``concurrency`` actors."""
-        self._what = f"{backend}, {_plural(keys, 'key')}, {_plural(concurrency, 'actor')}"
+        """A figure starts: ``backend``, ``keys`` keys (0: not shown), ``concurrency`` actors."""
+        keys_part = f"{_plural(keys, 'key')}, " if keys else ""
+        self._what = f"{backend}, {keys_part}{_plural(concurrency, 'actor')}"
         self._figure_started = time.perf_counter()
         if self.tty:
             self.tick()

@@ -4,14 +4,16 @@ A special call is ``(actor, ctx) -> result``, run by ``Activation.invoke``
 through the same ``execute`` as a handler: the fence, the state, the commit.
 Delivering a message checks and advances the target's high-water mark for
 the sender in the transaction that runs the handler, so a message is applied
-once however often it is delivered; dead-lettering advances it without
+once however often it is delivered (``deliver_together`` does the same for
+several messages in one transaction); counting a failed attempt
+(``failed``, ``begin_attempt``) writes the target's ``f`` record and, at
+the limit, dead-letters the message, which advances the mark without
 running the handler; firing a reminder checks the reminder's record and
 advances or removes it in the transaction that runs the handler.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +24,17 @@ from kelpie.messaging import records
 from kelpie.messaging.records import Message
 from kelpie.storage.protocol import Transaction
 
-__all__ = ["GapError", "Special", "cleanup", "dead_letter", "deliver", "handler_of"]
+__all__ = [
+    "GapError",
+    "Special",
+    "begin_attempt",
+    "cleanup",
+    "dead_letter",
+    "deliver",
+    "deliver_together",
+    "failed",
+    "handler_of",
+]
 
 Special = Callable[[Actor[Any], ActorContext[Any]], Awaitable[Any]]
 
@@ -34,11 +46,17 @@ class GapError(Exception):
 class Outcome:
     """What a special call did (its result goes to the runtime, not to a user)."""
 
-    __slots__ = ("applied", "result")
+    __slots__ = ("applied", "attempts", "dead", "gap", "result")
 
     def __init__(self) -> None:
         self.applied = False
+        self.dead = False
+        """Stored as a dead letter by this call."""
+        self.attempts = 0
+        """Attempts recorded at the target (``begin_attempt``, ``failed``)."""
         self.result: Any = None
+        self.gap: GapError | None = None
+        """Set by ``deliver_together`` for a message that must wait for an earlier one."""
 
 
 def txn_of(ctx: ActorContext[Any]) -> Transaction:
@@ -77,13 +95,56 @@ def deliver(message: Message, outcome: Outcome) -> Special:
         if await _high_water(txn, message, sender_tag) is None:
             return None
         handler = handler_of(actor, message.operation)
-        outcome.result = await handler(ctx, copy.deepcopy(message.payload))
+        outcome.result = await handler(ctx, message.fresh_payload())
         await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+        if message.attempted:
+            await txn.delete(records.failures_key(sender_tag))
         ctx.wrote = True
         outcome.applied = True
         return None
 
     return body
+
+
+def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
+    """Apply several messages to one target in one transaction, each as ``deliver`` would.
+
+    Each message's mark is checked and advanced as in ``deliver``; a message
+    that must wait for an earlier one is skipped (its ``outcome.gap`` says
+    why) and the others still apply. A handler that raises aborts the whole
+    transaction: the caller then delivers the messages one by one.
+    """
+    tags = [records.tag(message.sender) for message, _ in batch]
+
+    async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
+        txn = txn_of(ctx)
+        for (message, outcome), sender_tag in zip(batch, tags, strict=True):
+            try:
+                if await _high_water(txn, message, sender_tag) is None:
+                    continue
+            except GapError as gap:
+                outcome.gap = gap
+                continue
+            handler = handler_of(actor, message.operation)
+            outcome.result = await handler(ctx, message.fresh_payload())
+            await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+            if message.attempted:
+                await txn.delete(records.failures_key(sender_tag))
+            ctx.wrote = True
+            outcome.applied = True
+        return None
+
+    return body
+
+
+async def _store_dead_letter(
+    txn: Transaction, message: Message, sender_tag: bytes, error: str
+) -> None:
+    await txn.set(
+        records.dead_letter_key(sender_tag, message.seq), records.dead_letter(message, error)
+    )
+    await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+    await txn.delete(records.failures_key(sender_tag))
 
 
 def dead_letter(message: Message, error: str, outcome: Outcome) -> Special:
@@ -94,12 +155,78 @@ def dead_letter(message: Message, error: str, outcome: Outcome) -> Special:
         txn = txn_of(ctx)
         if await _high_water(txn, message, sender_tag) is None:
             return None
-        await txn.set(
-            records.dead_letter_key(sender_tag, message.seq), records.dead_letter(message, error)
-        )
-        await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+        await _store_dead_letter(txn, message, sender_tag, error)
         ctx.wrote = True
-        outcome.applied = True
+        outcome.applied = outcome.dead = True
+        return None
+
+    return body
+
+
+def begin_attempt(message: Message, outcome: Outcome, max_attempts: int) -> Special:
+    """Count an attempt at ``message`` at its target *before* it runs (its own commit).
+
+    For a message read back from an outbox: its last delivery may have stopped
+    the process running it, and that attempt was never counted. If
+    ``max_attempts`` are recorded already, the message becomes a dead letter
+    instead (``outcome.dead``). Nothing is written for a message already
+    applied (``outcome.applied``); a gap raises ``GapError``.
+    """
+    sender_tag = records.tag(message.sender)
+
+    async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
+        txn = txn_of(ctx)
+        if await _high_water(txn, message, sender_tag) is None:
+            outcome.applied = True
+            return None
+        key = records.failures_key(sender_tag)
+        attempts, error = records.unpack_failures(
+            await txn.get(key), message.seq, f"failures of {message.sender} at {ctx.actor_id}"
+        )
+        if attempts >= max_attempts:
+            await _store_dead_letter(
+                txn, message, sender_tag, error or "its deliveries were cut short"
+            )
+            outcome.applied = outcome.dead = True
+        else:
+            attempts += 1
+            await txn.set(key, records.pack_failures(message.seq, attempts, error))
+        outcome.attempts = attempts
+        ctx.wrote = True
+        return None
+
+    return body
+
+
+def failed(
+    message: Message, error: str, outcome: Outcome, max_attempts: int, *, counted: bool
+) -> Special:
+    """Record at the target that ``message``'s handler failed; dead-letter it at the limit.
+
+    ``counted``: ``begin_attempt`` counted this attempt already (only the error
+    is recorded). At ``max_attempts`` the message is stored as a dead letter
+    and the mark moves past it (``outcome.dead``).
+    """
+    sender_tag = records.tag(message.sender)
+
+    async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
+        txn = txn_of(ctx)
+        if await _high_water(txn, message, sender_tag) is None:
+            outcome.applied = True  # applied meanwhile (another node, an earlier try)
+            return None
+        key = records.failures_key(sender_tag)
+        attempts, _ = records.unpack_failures(
+            await txn.get(key), message.seq, f"failures of {message.sender} at {ctx.actor_id}"
+        )
+        if not counted:
+            attempts += 1
+        if attempts >= max_attempts:
+            await _store_dead_letter(txn, message, sender_tag, error)
+            outcome.applied = outcome.dead = True
+        else:
+            await txn.set(key, records.pack_failures(message.seq, attempts, error))
+        outcome.attempts = attempts
+        ctx.wrote = True
         return None
 
     return body

@@ -11,10 +11,13 @@ made them: every commit of the actor goes through it (the fence), and a
 reload forgets them.
 
 After the commit, one pump task per sender delivers its pending messages in
-order per target through the target's mailbox (``calls.deliver``), retries
-what failed transiently, dead-letters a message whose handler failed
-``max_attempts`` times, and deletes the delivered entries. Nothing of this
-runs inside the sender's mailbox turn, so a message to oneself cannot
+order per target (different targets at once) through the target's mailbox,
+several senders' messages to one target in one transaction there
+(``kelpie.messaging.inbox``), retries what failed transiently, counts a
+failed handler at the target (``calls.failed``; ``calls.begin_attempt``
+before running a message read back from an outbox) and dead-letters the
+message at ``MAX_ATTEMPTS``, and deletes the delivered entries. Nothing of
+this runs inside the sender's mailbox turn, so a message to oneself cannot
 deadlock.
 """
 
@@ -26,7 +29,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kelpie.actor.codec import decode_json
 from kelpie.errors import (
     ActorActiveElsewhereError,
     InvocationTimeoutError,
@@ -37,6 +39,7 @@ from kelpie.errors import (
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records
 from kelpie.messaging.effects import Send
+from kelpie.messaging.inbox import Inboxes
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
 from kelpie.storage.protocol import Storage, Transaction
@@ -64,6 +67,17 @@ class _Sender:
     """Target tag -> the last seq sent to it."""
 
 
+class _OutboxChange:
+    """What one commit does to the sender's outbox: the entries as stored, deleted, added."""
+
+    __slots__ = ("added", "deleted", "stored")
+
+    def __init__(self, stored: set[bytes], deleted: list[bytes], added: list[bytes]) -> None:
+        self.stored = stored
+        self.deleted = deleted
+        self.added = added
+
+
 class StagedSends:
     """The sends of one commit, applied to the caches and handed to the pump after it."""
 
@@ -73,7 +87,7 @@ class StagedSends:
         self,
         sender: ActorId,
         state: _Sender,
-        outbox: set[bytes],
+        outbox: _OutboxChange,
         counters: dict[bytes, int],
         messages: list[Message],
     ) -> None:
@@ -102,6 +116,7 @@ class Messenger:
         self._acked: dict[ActorId, set[bytes]] = {}
         self._attempts: dict[tuple[ActorId, bytes], int] = {}
         self._pumps: dict[ActorId, asyncio.Task[None]] = {}
+        self.inboxes = Inboxes(services.submit)
         self.closing = False
         self.used = False
         """This runtime staged a message, or found an outbox to deliver."""
@@ -118,18 +133,21 @@ class Messenger:
         state = self._senders.get(sender)
         if state is None:
             state = self._senders[sender] = _Sender()
-        outbox = state.outbox
-        if outbox is None:
-            outbox = set(await txn.list_keys(records.OUTBOX))
-        outbox = set(outbox)
+        stored = state.outbox
+        if stored is None:
+            stored = set(await txn.list_keys(records.OUTBOX))
+        # The outbox as stored before this commit: if it holds entries, an index entry
+        # covers it until a sweep sees it empty, after this commit (ADR 0018).
+        was_empty = not stored
+        deleted: list[bytes] = []
         acked = self._acked.get(sender)
         if acked:
-            for key in sorted(acked & outbox):
+            deleted = sorted(acked & stored)
+            for key in deleted:
                 await txn.delete(key)
-                outbox.discard(key)
-        was_empty = not outbox
         counters: dict[bytes, int] = {}
         messages: list[Message] = []
+        added: list[bytes] = []
         for send in sends:
             target_tag = records.tag(send.target)
             last = counters.get(target_tag)
@@ -143,25 +161,39 @@ class Messenger:
             counters[target_tag] = seq
             key = records.outbox_key(target_tag, seq)
             await txn.set(key, Message.pack(send.target, send.operation, send.payload_json))
-            outbox.add(key)
+            added.append(key)
             messages.append(
-                Message(sender, send.target, seq, send.operation, decode_json(send.payload_json))
+                Message(
+                    sender,
+                    send.target,
+                    seq,
+                    send.operation,
+                    payload_json=send.payload_json,
+                    key=key,
+                )
             )
         for target_tag, seq in counters.items():
             await txn.set(records.counter_key(target_tag), records.seq_bytes(seq))
         if was_empty and messages:
             # Before the commit: a crash after it must leave the outbox findable (ADR 0018).
             await self.services.index_put(sender, records.INDEX_OUTBOX, version)
+        outbox = _OutboxChange(stored, deleted, added)
         return StagedSends(sender, state, outbox, counters, messages)
 
     def committed(self, staged: StagedSends) -> None:
         """The sender's commit landed: update the caches, deliver the new messages."""
         state = staged.state
-        state.outbox = staged.outbox
+        change = staged.outbox
+        outbox = change.stored  # the cached set itself, or the one read in this commit
+        outbox.difference_update(change.deleted)
+        outbox.update(change.added)
+        state.outbox = outbox
         state.counters.update(staged.counters)
         acked = self._acked.get(staged.sender)
         if acked:
-            acked &= staged.outbox
+            acked.difference_update(change.deleted)
+            if acked:
+                acked &= outbox
         self.enqueue(staged.sender, staged.messages)
 
     # -- delivery ---------------------------------------------------------------------
@@ -198,7 +230,10 @@ class Messenger:
                 return
 
     async def _deliver_pending(self, sender: ActorId) -> bool:
-        """Deliver what is pending for ``sender``; True if some target must wait."""
+        """Deliver what is pending for ``sender``; True if some target must wait.
+
+        Each target's messages go in send order, different targets' at once.
+        """
         pending = self._pending.get(sender)
         stuck = False
         while pending:
@@ -206,28 +241,41 @@ class Messenger:
             by_target: dict[bytes, list[Message]] = {}
             for key in sorted(pending):
                 by_target.setdefault(key[1:17], []).append(pending[key])
-            delivered_any = False
-            for messages in by_target.values():
-                for message in messages:
-                    if not await self._deliver(message):
-                        break  # later messages to this target must wait for this one
-                    delivered_any = True
-                    pending.pop(message.key, None)
-                    self._acked.setdefault(sender, set()).add(message.key)
-            if not delivered_any:
+            chains = [self._deliver_in_order(sender, pending, m) for m in by_target.values()]
+            delivered = [await chains[0]] if len(chains) == 1 else await asyncio.gather(*chains)
+            if not any(delivered):
                 stuck = True
                 break  # every target is stuck: the sweep tries again later
         if not pending and self._pending.get(sender) is pending:
             del self._pending[sender]
         return stuck
 
+    async def _deliver_in_order(
+        self, sender: ActorId, pending: dict[bytes, Message], messages: list[Message]
+    ) -> bool:
+        """Deliver ``messages`` (one target's) in order; True if any was delivered."""
+        delivered_any = False
+        for message in messages:
+            if not await self._deliver(message):
+                break  # later messages to this target must wait for this one
+            delivered_any = True
+            pending.pop(message.key, None)
+            self._acked.setdefault(sender, set()).add(message.key)
+        return delivered_any
+
     async def _deliver(self, message: Message) -> bool:
         """Apply ``message`` at its target; False if it must wait (retried later)."""
         transient = 0
+        counted = False  # begin_attempt counted the attempt about to run
         while True:
+            if message.recovered and not message.attempted:
+                verdict = await self._begin(message)
+                if verdict is not None:
+                    return verdict
+                counted = True
             outcome = calls.Outcome()
             try:
-                await self.services.submit(message.target, calls.deliver(message, outcome))
+                await self.inboxes.apply(message, outcome)
             except ActorActiveElsewhereError:
                 # Another node owns the target: its sweep delivers; done once it applied it.
                 return await self._applied_elsewhere(message)
@@ -240,41 +288,88 @@ class Messenger:
                         return False
                     await asyncio.sleep(min(1.0, 0.01 * 2**transient))
                     continue
-                verdict = await self._failed(message, exc)
+                verdict = await self._failed(message, exc, counted=counted)
+                counted = False
                 if verdict is None:
                     continue
                 return verdict
             self._attempts.pop((message.sender, message.key), None)
             return True
 
-    async def _failed(self, message: Message, exc: BaseException) -> bool | None:
+    async def _begin(self, message: Message) -> bool | None:
+        """Count the attempt about to run at the target (a message read back from an outbox).
+
+        ``None``: counted, go on; True: applied already or now a dead letter;
+        False: it must wait (a gap, trouble reaching the target).
+        """
+        outcome = calls.Outcome()
+        try:
+            await self.services.submit(
+                message.target, calls.begin_attempt(message, outcome, MAX_ATTEMPTS)
+            )
+        except ActorActiveElsewhereError:
+            return await self._applied_elsewhere(message)
+        except Exception:
+            log.debug("counting an attempt at %r failed; retried later", message, exc_info=True)
+            return False
+        if outcome.dead:
+            log.warning(
+                "message %r: %d attempts recorded at %s, the last cut short; stored as a dead "
+                "letter there",
+                message,
+                outcome.attempts,
+                message.target,
+            )
+        if outcome.applied:
+            return True
+        message.attempted = True
+        return None
+
+    async def _failed(self, message: Message, exc: BaseException, *, counted: bool) -> bool | None:
         """The handler failed: count it. ``None``: try again; True: dead-lettered; False: stop.
 
-        At ``MAX_ATTEMPTS`` (counted by this runtime) the message is stored as
-        a dead letter at its target, which moves the target's mark past it.
+        The attempt is counted at the target (``calls.failed``, one commit), so
+        the count survives restarts and is shared by every runtime delivering
+        it. At ``MAX_ATTEMPTS`` the message is stored as a dead letter at its
+        target, which moves the target's mark past it. If the target cannot
+        record the attempt, this runtime's own count bounds it the same way.
         """
         key = (message.sender, message.key)
         attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
-        if attempts < MAX_ATTEMPTS:
-            if self.closing:
-                return False
-            await asyncio.sleep(min(1.0, 0.01 * 2**attempts))
-            return None
         error = f"{type(exc).__name__}: {exc}"
-        log.warning(
-            "message %r failed %d times (%s); stored as a dead letter at %s",
-            message,
-            attempts,
-            error,
-            message.target,
-        )
+        outcome = calls.Outcome()
+        message.attempted = True  # a failure record may exist from here on
+        try:
+            await self.services.submit(
+                message.target,
+                calls.failed(message, error, outcome, MAX_ATTEMPTS, counted=counted),
+            )
+        except Exception:
+            log.info("recording a failed attempt at %r failed", message, exc_info=True)
+            if attempts >= MAX_ATTEMPTS:
+                return await self._dead_letter(message, attempts, error)
+        else:
+            attempts = max(attempts, outcome.attempts)
+            if outcome.applied:
+                self._attempts.pop(key, None)
+                if outcome.dead:
+                    _log_dead_letter(message, attempts, error)
+                return True
+        if self.closing:
+            return False
+        await asyncio.sleep(min(1.0, 0.01 * 2 ** min(attempts, 8)))
+        return None
+
+    async def _dead_letter(self, message: Message, attempts: int, error: str) -> bool:
+        """Store ``message`` as a dead letter at its target (counted by this runtime)."""
+        _log_dead_letter(message, attempts, error)
         outcome = calls.Outcome()
         try:
             await self.services.submit(message.target, calls.dead_letter(message, error, outcome))
         except Exception:
             log.warning("dead-lettering %r failed", message, exc_info=True)
             return False
-        self._attempts.pop(key, None)
+        self._attempts.pop((message.sender, message.key), None)
         return True
 
     async def _applied_elsewhere(self, message: Message) -> bool:
@@ -317,7 +412,9 @@ class Messenger:
         for key in await self.storage.list_keys(sender, records.OUTBOX):
             value = await self.storage.get(sender, key)
             if value is not None:
-                messages.append(Message.unpack(sender, key, value))
+                message = Message.unpack(sender, key, value)
+                message.recovered = True
+                messages.append(message)
         return messages
 
     async def empty_at(self, sender: ActorId) -> int | None:
@@ -329,6 +426,16 @@ class Messenger:
         pumps = list(self._pumps.values())
         if pumps:
             await asyncio.gather(*pumps, return_exceptions=True)
+
+
+def _log_dead_letter(message: Message, attempts: int, error: str) -> None:
+    log.warning(
+        "message %r failed %d times (%s); stored as a dead letter at %s",
+        message,
+        attempts,
+        error,
+        message.target,
+    )
 
 
 async def _empty_outbox(txn: Transaction) -> bool:

@@ -6,7 +6,8 @@ Every record lives under an actor's ``ActorId`` with a first byte of its own
 - sender side: ``o`` + target tag + seq (8 bytes) an outbox entry, ``p`` +
   target tag the last seq sent to that target;
 - target side: ``h`` + sender tag the highest seq applied from that sender,
-  ``d`` + sender tag + seq a dead letter;
+  ``d`` + sender tag + seq a dead letter, ``f`` + sender tag the failed (or
+  possibly interrupted) attempts at that sender's next message;
 - ``m`` + name a reminder.
 
 A tag is 16 bytes of the SHA-256 of an actor id's injective encoding, so keys
@@ -21,8 +22,9 @@ reminder may be due then.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
-import json
 from typing import Any
 
 from kelpie.actor.codec import decode_json, encode_json
@@ -36,6 +38,7 @@ __all__ = [
     "Message",
     "counter_key",
     "dead_letter_key",
+    "failures_key",
     "high_water_key",
     "index_actor",
     "outbox_key",
@@ -47,6 +50,7 @@ OUTBOX = b"o"
 COUNTER = b"p"
 HIGH_WATER = b"h"
 DEAD_LETTER = b"d"
+FAILURES = b"f"
 REMINDER = b"m"
 
 INDEX_NAMESPACE = "kelpie.index"
@@ -57,8 +61,9 @@ INDEX_DUE = b"t"
 MAX_REMINDER_NAME_BYTES = 200
 
 
+@functools.lru_cache(maxsize=65536)
 def tag(actor: ActorId, extra: str | None = None) -> bytes:
-    """16 bytes naming ``actor`` (and ``extra``) among the keys of another actor."""
+    """16 bytes naming ``actor`` (and ``extra``) among the keys of another actor (cached)."""
     ns, id_ = actor.namespace.encode(), actor.id.encode()
     text = b"%d:%s%d:%s" % (len(ns), ns, len(id_), id_)
     if extra is not None:
@@ -88,6 +93,29 @@ def counter_key(target_tag: bytes) -> bytes:
 
 def high_water_key(sender_tag: bytes) -> bytes:
     return HIGH_WATER + sender_tag
+
+
+def failures_key(sender_tag: bytes) -> bytes:
+    return FAILURES + sender_tag
+
+
+def pack_failures(seq: int, attempts: int, error: str) -> bytes:
+    """The attempts recorded at a target for message ``seq`` of one sender."""
+    return encode_json({"seq": seq, "attempts": attempts, "error": error[:2000]}, "failures")
+
+
+def unpack_failures(raw: bytes | None, seq: int, what: str) -> tuple[int, str]:
+    """(attempts, last error) recorded for message ``seq``; (0, "") if none or another's."""
+    if raw is None:
+        return 0, ""
+    try:
+        value = decode_json(raw)
+        stored_seq, attempts, error = value["seq"], value["attempts"], value["error"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptStateError(f"{what} is not readable: {exc}") from exc
+    if not (isinstance(attempts, int) and isinstance(error, str)):
+        raise CorruptStateError(f"{what} is malformed")
+    return (attempts, error) if stored_seq == seq else (0, "")
 
 
 def dead_letter_key(sender_tag: bytes, seq: int) -> bytes:
@@ -134,27 +162,65 @@ def actor_from(value: Any, what: str) -> ActorId:
 
 
 class Message:
-    """One outbox entry: from ``sender`` to ``target``, the ``seq``-th between them."""
+    """One outbox entry: from ``sender`` to ``target``, the ``seq``-th between them.
 
-    __slots__ = ("key", "operation", "payload", "sender", "seq", "target")
+    The payload is kept as given: decoded (``payload``) or as the JSON the
+    sender encoded (``payload_json``), which is decoded afresh for each
+    delivery (no decode at the sender, no deep copy at the target).
+    """
+
+    __slots__ = (
+        "_payload",
+        "_payload_json",
+        "attempted",
+        "key",
+        "operation",
+        "recovered",
+        "sender",
+        "seq",
+        "target",
+    )
 
     def __init__(
-        self, sender: ActorId, target: ActorId, seq: int, operation: str, payload: Any
+        self,
+        sender: ActorId,
+        target: ActorId,
+        seq: int,
+        operation: str,
+        payload: Any = None,
+        *,
+        payload_json: bytes | None = None,
+        key: bytes | None = None,
     ) -> None:
         self.sender = sender
         self.target = target
         self.seq = seq
         self.operation = operation
-        self.payload = payload
-        self.key = outbox_key(tag(target), seq)
+        self._payload = payload
+        self._payload_json = payload_json
+        self.key = outbox_key(tag(target), seq) if key is None else key
+        self.recovered = False
+        """Read back from a stored outbox (a sweep): its delivery may have been cut short."""
+        self.attempted = False
+        """An attempt at it was recorded at the target (``f``): delivering it clears that."""
+
+    @property
+    def payload(self) -> Any:
+        return self._payload if self._payload_json is None else decode_json(self._payload_json)
+
+    def fresh_payload(self) -> Any:
+        """The payload for one delivery: a handler may change it without touching others."""
+        if self._payload_json is not None:
+            return decode_json(self._payload_json)
+        return copy.deepcopy(self._payload)
 
     def __repr__(self) -> str:
         return f"<message {self.sender} -> {self.target} #{self.seq} {self.operation}>"
 
     @staticmethod
     def pack(target: ActorId, operation: str, payload_json: bytes) -> bytes:
-        head = json.dumps({"t": actor_json(target), "o": operation}, separators=(",", ":"))
-        return head.encode() + b"\n" + payload_json
+        """``{"t":[namespace,id],"o":operation}`` newline payload (JSON, compact)."""
+        return _head(target, operation) + payload_json
 
     @classmethod
     def unpack(cls, sender: ActorId, key: bytes, value: bytes) -> Message:
@@ -171,6 +237,14 @@ class Message:
             raise CorruptStateError(f"{what} has a malformed key")
         target = actor_from(head.get("t"), what)
         return cls(sender, target, int.from_bytes(key[17:], "big"), head["o"], payload)
+
+
+@functools.lru_cache(maxsize=4096)
+def _head(target: ActorId, operation: str) -> bytes:
+    return b'{"t":%s,"o":%s}\n' % (
+        encode_json(actor_json(target), "message target"),
+        encode_json(operation, "message operation"),
+    )
 
 
 def dead_letter(message: Message, error: str) -> bytes:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,19 +53,24 @@ class Reminder:
     every: float | None
     operation: str
     payload: Any
+    attempts: int = 0
+    """Failed fires of this due time so far (kept in the record: survives restarts)."""
 
     def pack(self) -> bytes:
-        return encode_json(
-            {"due": self.due, "every": self.every, "o": self.operation, "p": self.payload},
-            "reminder",
-        )
+        data = {"due": self.due, "every": self.every, "o": self.operation, "p": self.payload}
+        if self.attempts:
+            data["a"] = self.attempts
+        return encode_json(data, "reminder")
 
     @classmethod
     def unpack(cls, name: str, raw: bytes, actor: ActorId) -> Reminder:
         try:
             data = decode_json(raw)
-            return cls(name, float(data["due"]), data["every"], str(data["o"]), data["p"])
-        except (ValueError, KeyError, TypeError) as exc:
+            attempts = data.get("a", 0)
+            if type(attempts) is not int:
+                raise TypeError(f"attempts {attempts!r} is not an int")
+            return cls(name, float(data["due"]), data["every"], str(data["o"]), data["p"], attempts)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptStateError(f"reminder {name!r} of {actor} is unreadable: {exc}") from exc
 
     def after(self, now: float) -> float:
@@ -118,8 +124,16 @@ def fire(
     outcome: calls.Outcome,
     *,
     skip_error: str | None = None,
+    failed: str | None = None,
+    max_attempts: int = 5,
 ) -> calls.Special:
-    """Fire reminder ``name`` for index due time ``due`` (or, with ``skip_error``, give it up)."""
+    """Fire reminder ``name`` for index due time ``due`` (or, with ``skip_error``, give it up).
+
+    With ``failed`` (the error of a fire that raised): count the failure in
+    the record (``outcome.attempts``) and, at ``max_attempts``, give the due
+    time up as ``skip_error`` does (``outcome.dead``). ``outcome.attempts`` stays
+    0 when the entry turned out stale.
+    """
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = calls.txn_of(ctx)
@@ -129,7 +143,16 @@ def fire(
         if reminder is None or due_us(reminder.due) != due:
             ctx.wrote = True  # stale entry: commit, so a commit that read before is fenced out
             return None
-        if skip_error is None:
+        give_up = skip_error
+        if failed is not None:
+            outcome.attempts = reminder.attempts + 1
+            if outcome.attempts < max_attempts:
+                await txn.set(key, dataclasses.replace(reminder, attempts=outcome.attempts).pack())
+                ctx.wrote = True
+                return None
+            give_up = failed
+            outcome.dead = True
+        if give_up is None:
             handler = calls.handler_of(actor, reminder.operation)
             outcome.result = await handler(ctx, copy.deepcopy(reminder.payload))
         else:
@@ -141,7 +164,7 @@ def fire(
                         "due": reminder.due,
                         "operation": reminder.operation,
                         "payload": reminder.payload,
-                        "error": skip_error[:2000],
+                        "error": give_up[:2000],
                     },
                     "dead letter",
                 ),

@@ -269,28 +269,56 @@ class Services:
         except (StorageError, InvocationTimeoutError, MailboxFullError):
             return  # the next sweep tries again
         except Exception as exc:
-            attempts = self._fire_attempts[marker] = self._fire_attempts.get(marker, 0) + 1
-            if attempts < MAX_ATTEMPTS:
-                self.wake_at(asyncio.get_running_loop().time() + min(1.0, 0.01 * 2**attempts))
-                return
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "reminder %r of %s failed %d times (%s); its due time is given up",
-                name, actor_id, attempts, error,
-            )  # fmt: skip
-            try:
-                await self.submit(
-                    actor_id,
-                    reminders.fire(self, actor_id, name, due, outcome, skip_error=error),
-                )
-            except Exception:
-                log.info("giving up reminder %r of %s failed", name, actor_id, exc_info=True)
+            if not await self._fire_failed(actor_id, name, due, marker, exc):
                 return
         self._fire_attempts.pop(marker, None)
         try:
             await self._index_write(shard, key, None)
         except Exception:
             log.info("deleting a fired index entry failed", exc_info=True)
+
+    async def _fire_failed(
+        self, actor_id: ActorId, name: str, due: int, marker: tuple[ActorId, bytes], exc: Exception
+    ) -> bool:
+        """A fire raised: count it in the reminder's record; True once the due time is over.
+
+        At ``MAX_ATTEMPTS`` failures the due time is given up (a dead-letter
+        record, a warning). The count lives in the record, so restarts do not
+        reset it; if the record cannot be written, this runtime's own count
+        bounds it instead.
+        """
+        error = f"{type(exc).__name__}: {exc}"
+        attempts = self._fire_attempts[marker] = self._fire_attempts.get(marker, 0) + 1
+        counted = calls.Outcome()
+        try:
+            await self.submit(
+                actor_id,
+                reminders.fire(
+                    self, actor_id, name, due, counted, failed=error, max_attempts=MAX_ATTEMPTS
+                ),
+            )
+        except Exception:
+            log.info("counting a failed fire of %r of %s failed", name, actor_id, exc_info=True)
+        else:
+            if counted.attempts == 0:
+                return True  # the entry was stale: nothing left to fire
+            attempts = max(attempts, counted.attempts)
+            if counted.dead:
+                _log_given_up(name, actor_id, attempts, error)
+                return True
+        if attempts < MAX_ATTEMPTS:
+            self.wake_at(asyncio.get_running_loop().time() + min(1.0, 0.01 * 2 ** min(attempts, 8)))
+            return False
+        _log_given_up(name, actor_id, attempts, error)
+        try:
+            await self.submit(
+                actor_id,
+                reminders.fire(self, actor_id, name, due, calls.Outcome(), skip_error=error),
+            )
+        except Exception:
+            log.info("giving up reminder %r of %s failed", name, actor_id, exc_info=True)
+            return False
+        return True
 
     async def close(self) -> None:
         """Stop the sweeps; deliver what is pending (without retrying failures)."""
@@ -305,3 +333,10 @@ class Services:
         firing = list(self._firing.values())
         if firing:
             await asyncio.gather(*firing, return_exceptions=True)
+
+
+def _log_given_up(name: str, actor_id: ActorId, attempts: int, error: str) -> None:
+    log.warning(
+        "reminder %r of %s failed %d times (%s); its due time is given up",
+        name, actor_id, attempts, error,
+    )  # fmt: skip

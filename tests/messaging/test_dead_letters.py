@@ -1,0 +1,150 @@
+"""Dead letters: attempts counted at the target, across restarts; deliveries that share a commit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+
+from kelpie import Actor, ActorContext, Runtime, Storage
+from kelpie.messaging import calls, records
+from kelpie.messaging.delivery import MAX_ATTEMPTS
+from tests.messaging.actors import Ledger, acct, settle
+from tests.messaging.conftest import on_backends
+
+
+class Poisoned(Actor[Ledger]):
+    """``poison`` always raises; ``runs`` counts its runs in this process."""
+
+    state_type = Ledger
+    runs: ClassVar[int] = 0
+    fires: ClassVar[int] = 0
+
+    async def send_poison(self, ctx: ActorContext[Ledger], payload: str) -> None:
+        ctx.send(acct(payload), "poison", None)
+        ctx.send(acct(payload), "credit", 1)
+
+    async def poison(self, ctx: ActorContext[Ledger], payload: Any) -> None:
+        Poisoned.runs += 1
+        ctx.state.balance += 1000
+        raise RuntimeError(f"poisoned run {Poisoned.runs}")
+
+    async def send_credit(self, ctx: ActorContext[Ledger], payload: str) -> None:
+        ctx.send(acct(payload), "credit", 1)
+
+    async def credit(self, ctx: ActorContext[Ledger], payload: int) -> None:
+        ctx.state.balance += payload
+
+    async def balance(self, ctx: ActorContext[Ledger], payload: None) -> int:
+        return ctx.state.balance
+
+    async def remind_poison(self, ctx: ActorContext[Ledger], payload: None) -> None:
+        ctx.set_reminder("bad", after=0, operation="explode")
+
+    async def explode(self, ctx: ActorContext[Ledger], payload: None) -> None:
+        Poisoned.fires += 1
+        raise RuntimeError(f"exploded fire {Poisoned.fires}")
+
+
+def _runtime(storage: Storage) -> Runtime:
+    rt = Runtime(storage, invocation_timeout=5.0)
+    rt.register("acct", Poisoned)
+    return rt
+
+
+async def _recorded_attempts(storage: Storage) -> int:
+    raw = await storage.get(acct("b"), records.failures_key(records.tag(acct("a"))))
+    return records.unpack_failures(raw, 1, "failures")[0]
+
+
+@on_backends
+async def test_attempts_at_a_poison_message_survive_a_restart_of_the_runtime(
+    storage: Storage,
+) -> None:
+    Poisoned.runs = 0
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("a"), "send_poison", "b")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while Poisoned.runs < 2:
+            assert loop.time() < deadline, "the poison message never ran twice"
+            await asyncio.sleep(0.001)
+    # The runtime closed after 2 or 3 failed runs, each recorded at the target.
+    before_restart = Poisoned.runs
+    assert 2 <= before_restart < MAX_ATTEMPTS
+    assert await _recorded_attempts(storage) == before_restart
+
+    async with _runtime(storage) as rt:  # its sweep finds a's outbox and goes on counting
+
+        async def dead_lettered() -> bool:
+            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
+
+        await settle(dead_lettered)
+        assert Poisoned.runs == MAX_ATTEMPTS  # not MAX_ATTEMPTS more after the restart
+
+        async def credited() -> bool:
+            return bool(await rt.invoke(acct("b"), "balance") == 1)
+
+        await settle(credited)  # the message after the poison flows
+    letters = await storage.list_keys(acct("b"), records.DEAD_LETTER)
+    assert len(letters) == 1
+    raw = await storage.get(acct("b"), letters[0])
+    assert raw is not None and b"poisoned run" in raw
+    # the count is gone with the message it counted
+    assert await storage.get(acct("b"), records.failures_key(records.tag(acct("a")))) is None
+
+
+@on_backends
+async def test_messages_reaching_a_busy_target_share_a_commit_and_a_poison_one_fails_alone(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    together: list[int] = []
+    deliver_together = calls.deliver_together
+
+    def counting(batch: list[tuple[Any, calls.Outcome]]) -> calls.Special:
+        together.append(len(batch))
+        return deliver_together(batch)
+
+    monkeypatch.setattr(calls, "deliver_together", counting)
+    Poisoned.runs = 0
+    senders = [acct(f"s{n}") for n in range(20)]
+    async with _runtime(storage) as rt:
+        await asyncio.gather(
+            rt.invoke(acct("p"), "send_poison", "t"),
+            *(rt.invoke(sender, "send_credit", "t") for sender in senders),
+        )
+
+        async def arrived() -> bool:
+            return bool(await rt.invoke(acct("t"), "balance") == len(senders) + 1)
+
+        await settle(arrived)
+        letters = await storage.list_keys(acct("t"), records.DEAD_LETTER)
+    assert len(letters) == 1  # the poison, alone; every credit applied exactly once
+    assert Poisoned.runs >= MAX_ATTEMPTS
+    assert together and max(together) > 1, together  # several messages in one commit
+
+
+@on_backends
+async def test_failed_fires_of_a_reminder_are_counted_in_its_record_across_a_restart(
+    storage: Storage,
+) -> None:
+    Poisoned.fires = 0
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("r"), "remind_poison")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while Poisoned.fires < 2:
+            assert loop.time() < deadline, "the reminder never fired twice"
+            await asyncio.sleep(0.001)
+    before_restart = Poisoned.fires
+    assert 2 <= before_restart < MAX_ATTEMPTS
+
+    async with _runtime(storage):
+
+        async def given_up() -> bool:
+            return bool(await storage.list_keys(acct("r"), records.DEAD_LETTER))
+
+        await settle(given_up)
+    assert Poisoned.fires == MAX_ATTEMPTS  # not MAX_ATTEMPTS more after the restart
+    assert await storage.get(acct("r"), records.reminder_key("bad")) is None  # one-shot: gone
