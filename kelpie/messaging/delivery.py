@@ -373,10 +373,11 @@ class Messenger:
         return True
 
     async def _applied_elsewhere(self, message: Message) -> bool:
+        # In a transaction: its first read is confirmed (Redis Cluster with
+        # wait_replicas), so a mark a failover could still lose never counts.
         try:
-            raw = await self.storage.get(
-                message.target, records.high_water_key(records.tag(message.sender))
-            )
+            async with self.storage.transaction(message.target) as txn:
+                raw = await txn.get(records.high_water_key(records.tag(message.sender)))
             return records.seq_of(raw, "high-water mark") >= message.seq
         except Exception:
             return False
@@ -407,10 +408,18 @@ class Messenger:
     # -- the sweep ----------------------------------------------------------------------
 
     async def read_outbox(self, sender: ActorId) -> list[Message]:
-        """The sender's outbox as stored (plain reads: entries never change, only go)."""
+        """The sender's outbox as stored, read in one transaction.
+
+        Not plain reads: a transaction's first read is confirmed (Redis Cluster
+        with ``wait_replicas``: ``WAIT``), so the sweep never delivers a message
+        whose sending commit only a master holds -- a failover could still lose
+        that commit (and the sender's counter with it) after the target applied
+        the message. A store that cannot confirm raises, and the sweep retries.
+        """
+        async with self.storage.transaction(sender) as txn:
+            found = [(key, await txn.get(key)) for key in await txn.list_keys(records.OUTBOX)]
         messages = []
-        for key in await self.storage.list_keys(sender, records.OUTBOX):
-            value = await self.storage.get(sender, key)
+        for key, value in found:
             if value is not None:
                 message = Message.unpack(sender, key, value)
                 message.recovered = True
