@@ -276,6 +276,14 @@ def test_cli_on_redis_deletes_every_key_it_wrote(
     client = redis.Redis.from_url(redis_server.url)
     try:
         assert client.keys(f"{namespace}-raw:*") == []  # the raw baseline's own keys
+        # The run wrote under a private prefix below "benchtest" and removed it,
+        # store-wide keys (format marker, deletes counter) included.
+        assert client.keys("benchtest:*") == []
+        code, out, err = _bench(
+            capsys, "--storage", url, "--workload", "transfers", "--concurrency", "2"
+        )
+        assert code == 0, err
+        assert client.keys("benchtest:*") == []  # accounts and messaging index shards too
     finally:
         client.close()
 

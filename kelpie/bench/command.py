@@ -182,9 +182,12 @@ def run(args: argparse.Namespace) -> int:
     bench = _Bench(options, quiet=getattr(args, "quiet", False))
     try:
         if urls:
-            targets = user_targets(urls)
+            targets = [_private(target) for target in user_targets(urls)]
             bench.on_user_store = True
-            return asyncio.run(bench.main(targets))
+            try:
+                return asyncio.run(bench.main(targets))
+            finally:
+                _drop_private(targets, urls)
         with default_targets(bench.note) as targets:
             return asyncio.run(bench.main(targets))
     except (KelpieError, OSError, RuntimeError) as exc:
@@ -197,6 +200,36 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("kelpie bench: interrupted", file=sys.stderr)
         return 130
+
+
+def _is_redis(url: str) -> bool:
+    return StorageURL.parse(url).scheme in {"redis", "rediss", "unix", "redis+cluster"}
+
+
+def _private(target: Target) -> Target:
+    """On Redis, the target under a key prefix of the run's own below the URL's
+    (``kelpie.storage.redis.scratch``): removed at the end, store-wide keys included."""
+    if not _is_redis(target.url):
+        return target
+    from kelpie.storage.redis.scratch import scratch_url
+
+    return Target(target.label, scratch_url(target.url, "bench"))
+
+
+def _drop_private(targets: list[Target], urls: list[str]) -> None:
+    from kelpie.storage.redis.scratch import drop_prefix
+
+    for target in targets:
+        if target.url in urls:
+            continue  # not a private prefix: only delete_actor cleaned it
+        try:
+            asyncio.run(drop_prefix(target.url))
+        except KelpieError as exc:
+            print(
+                f"kelpie bench: could not remove the run's keys from {target.shown}: "
+                f"{type(exc).__name__}",
+                file=sys.stderr,
+            )
 
 
 class _Bench:
