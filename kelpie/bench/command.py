@@ -184,10 +184,14 @@ def run(args: argparse.Namespace) -> int:
         if urls:
             targets = [_private(target) for target in user_targets(urls)]
             bench.on_user_store = True
+            measured = False
             try:
-                return asyncio.run(bench.main(targets))
+                code = asyncio.run(bench.main(targets))
+                measured = True
+                return code
             finally:
-                _drop_private(targets, urls)
+                # After a failure (e.g. an unreachable server) its one line says it all.
+                _drop_private(targets, urls, quiet=not measured)
         with default_targets(bench.note) as targets:
             return asyncio.run(bench.main(targets))
     except (KelpieError, OSError, RuntimeError) as exc:
@@ -216,7 +220,7 @@ def _private(target: Target) -> Target:
     return Target(target.label, scratch_url(target.url, "bench"))
 
 
-def _drop_private(targets: list[Target], urls: list[str]) -> None:
+def _drop_private(targets: list[Target], urls: list[str], *, quiet: bool) -> None:
     from kelpie.storage.redis.scratch import drop_prefix
 
     for target in targets:
@@ -225,6 +229,8 @@ def _drop_private(targets: list[Target], urls: list[str]) -> None:
         try:
             asyncio.run(drop_prefix(target.url))
         except KelpieError as exc:
+            if quiet:
+                continue
             print(
                 f"kelpie bench: could not remove the run's keys from {target.shown}: "
                 f"{type(exc).__name__}",
