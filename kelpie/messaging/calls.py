@@ -92,15 +92,8 @@ def deliver(message: Message, outcome: Outcome) -> Special:
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
-        if await _high_water(txn, message, sender_tag) is None:
-            return None
-        handler = handler_of(actor, message.operation)
-        outcome.result = await handler(ctx, message.fresh_payload())
-        await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
-        if message.attempted:
-            await txn.delete(records.failures_key(sender_tag))
-        ctx.wrote = True
-        outcome.applied = True
+        if await _high_water(txn, message, sender_tag) is not None:
+            await _apply(actor, ctx, txn, message, outcome, sender_tag)
         return None
 
     return body
@@ -125,16 +118,29 @@ def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
             except GapError as gap:
                 outcome.gap = gap
                 continue
-            handler = handler_of(actor, message.operation)
-            outcome.result = await handler(ctx, message.fresh_payload())
-            await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
-            if message.attempted:
-                await txn.delete(records.failures_key(sender_tag))
-            ctx.wrote = True
-            outcome.applied = True
+            await _apply(actor, ctx, txn, message, outcome, sender_tag)
         return None
 
     return body
+
+
+async def _apply(
+    actor: Actor[Any],
+    ctx: ActorContext[Any],
+    txn: Transaction,
+    message: Message,
+    outcome: Outcome,
+    sender_tag: bytes,
+) -> None:
+    """Run the message's handler and advance its sender's mark, in the target's transaction
+    (its mark already checked)."""
+    handler = handler_of(actor, message.operation)
+    outcome.result = await handler(ctx, message.fresh_payload())
+    await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+    if message.attempted:
+        await txn.delete(records.failures_key(sender_tag))
+    ctx.wrote = True
+    outcome.applied = True
 
 
 async def _store_dead_letter(

@@ -24,7 +24,7 @@ from typing import Self
 
 from kelpie.testing.redis_server import RedisServer
 
-__all__ = ["ClusterNode", "RedisCluster", "cluster_command", "key_slot"]
+__all__ = ["ClusterNode", "RedisCluster", "cluster_command", "key_slot", "wait_replicated"]
 
 _READY_TIMEOUT = 60.0
 _BUS_OFFSET = 10000
@@ -380,3 +380,14 @@ def _parse_nodes(text: str) -> dict[int, tuple[str, int | None, list[tuple[int, 
             slots.append((int(lo), int(hi or lo)))
         result[port] = (role, ids.get(master_id), slots)
     return result
+
+
+def wait_replicated(cluster: RedisCluster, master: int, replica: int) -> None:
+    """Block until ``replica`` has everything ``master`` has written (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        offset = int(cluster.node(master).info("replication")["master_repl_offset"])
+        if int(cluster.node(replica).info("replication").get("slave_repl_offset", -1)) >= offset:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the replica did not catch up")

@@ -25,7 +25,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.storage.redis.cluster import RedisClusterStorage
-from kelpie.testing.redis_cluster import RedisCluster, cluster_command
+from kelpie.testing.redis_cluster import RedisCluster, cluster_command, wait_replicated
 from kelpie.testing.runtime_node import LedgerAccount, ledger_violations
 from tests.cluster.conftest import _missing
 
@@ -49,16 +49,6 @@ def _shard_with_replica(cluster: RedisCluster) -> tuple[int, int]:
         if replicas:
             return master, replicas[0]
     raise AssertionError("no master with a live replica left")
-
-
-def _wait_replicated(cluster: RedisCluster, master: int, replica: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        offset = int(cluster.node(master).info("replication")["master_repl_offset"])
-        if int(cluster.node(replica).info("replication").get("slave_repl_offset", -1)) >= offset:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the replica did not catch up")
 
 
 def _actors_on(storage: RedisClusterStorage, cluster: RedisCluster, port: int) -> list[ActorId]:
@@ -217,7 +207,7 @@ async def test_a_lagging_replica_promoted_loses_acks_only_without_wait(
         for i, actor in enumerate(actors):  # replicated before the pause
             await _apply_until_acknowledged(runtime, actor, f"warm-{i}", 1)
             acked[actor][f"warm-{i}"] = 1
-        await asyncio.to_thread(_wait_replicated, cluster, master, replica)
+        await asyncio.to_thread(wait_replicated, cluster, master, replica)
 
         cluster.node(replica).pause()
         # Cut the replication link while the replica cannot reconnect: what the

@@ -26,7 +26,7 @@ from kelpie.errors import CommitOutcomeUnknownError, StorageError
 from kelpie.messaging import records
 from kelpie.storage.redis.keys import actor_keys
 from kelpie.testing.bank_node import Teller, Till, read_teller
-from kelpie.testing.redis_cluster import RedisCluster, cluster_command, key_slot
+from kelpie.testing.redis_cluster import RedisCluster, cluster_command, key_slot, wait_replicated
 
 T = TypeVar("T")
 
@@ -43,16 +43,6 @@ class HeldTeller(Teller):
 
 def _master_of(cluster: RedisCluster, actor: ActorId) -> int:
     return cluster.master_of_slot(key_slot(actor_keys("x", actor).version))
-
-
-def _wait_replicated(cluster: RedisCluster, master: int, replica: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        offset = int(cluster.node(master).info("replication")["master_repl_offset"])
-        if int(cluster.node(replica).info("replication").get("slave_repl_offset", -1)) >= offset:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the replica did not catch up")
 
 
 async def _until_ok(call: Callable[[], Awaitable[T]]) -> T:
@@ -91,7 +81,7 @@ async def test_an_unconfirmed_send_is_not_delivered_before_a_failover_decides_it
             runtime.register("bank", HeldTeller)
             runtime.register("vault", HeldTeller)
             await runtime.invoke(sender, "deposit", 100, idempotency_key="open")
-            await asyncio.to_thread(_wait_replicated, cluster, master, replica)
+            await asyncio.to_thread(wait_replicated, cluster, master, replica)
 
             payload = {"to": ["vault", target.id], "amount": 30, "seq": 1}
             task = asyncio.create_task(runtime.invoke(sender, "held_transfer", payload))

@@ -42,9 +42,8 @@ from kelpie.errors import (
 from kelpie.messaging import records
 from kelpie.storage.redis.keys import actor_keys
 from kelpie.testing.bank_node import NAMESPACES, BankNode, Teller, read_teller, start_bank_nodes
-from kelpie.testing.redis_cluster import RedisCluster, cluster_command, key_slot
+from kelpie.testing.redis_cluster import RedisCluster, cluster_command, key_slot, wait_replicated
 from kelpie.testing.runtime_node import NodeClient
-from tests.cluster.test_failover import _wait_replicated
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 1.0
@@ -441,7 +440,7 @@ async def _cancel_on_a_lagging_master(
             runtime.register(namespace, Teller)
         due_at = time.monotonic() + DUE
         await runtime.invoke(actor, "remind", {"name": "r", "after": DUE}, idempotency_key="set")
-        await asyncio.to_thread(_wait_replicated, cluster, master, replica)
+        await asyncio.to_thread(wait_replicated, cluster, master, replica)
         cluster.node(replica).pause()
         assert cluster_command(master, "CLIENT", "KILL", "TYPE", "replica") == "1"
         try:

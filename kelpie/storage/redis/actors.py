@@ -58,6 +58,7 @@ __all__ = [
     "decode_members",
     "delete_actor_keys",
     "ensure_index",
+    "escape_glob",
     "eval_script",
     "list_on_server",
     "node_commands",
@@ -256,13 +257,18 @@ async def delete_actor_keys(storage: RedisStorage, actor: ActorId) -> None:
 # -- indexing data written before the index existed -------------------------------
 
 
-def _scan_pattern(prefix: str) -> bytes:
+def escape_glob(prefix: str) -> bytes:
+    """``prefix`` with every glob character escaped, for ``SCAN ... MATCH``."""
     escaped = bytearray()
     for byte in prefix.encode("utf-8"):
         if byte in _GLOB_SPECIAL:
             escaped += b"\\"
         escaped.append(byte)
-    return bytes(escaped) + b":{*}:d"
+    return bytes(escaped)
+
+
+def _scan_pattern(prefix: str) -> bytes:
+    return escape_glob(prefix) + b":{*}:d"
 
 
 async def ensure_index(storage: RedisStorage) -> None:

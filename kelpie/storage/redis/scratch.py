@@ -25,7 +25,6 @@ REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster"})
 """The schemes whose stores ``scratch_url`` gives a private prefix."""
 
 _SCAN_COUNT = 1000
-_GLOB_SPECIAL = b"\\*?[]"
 
 
 def scratch_url(url: str, label: str) -> str:
@@ -44,19 +43,10 @@ def scratch_url(url: str, label: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _pattern(prefix: str) -> bytes:
-    escaped = bytearray()
-    for byte in prefix.encode("utf-8"):
-        if byte in _GLOB_SPECIAL:
-            escaped += b"\\"
-        escaped.append(byte)
-    return bytes(escaped) + b":*"
-
-
 async def drop_prefix(url: str) -> int:
     """Remove every key under the key prefix of the Redis store ``url`` names, on every
     master; the number removed. Only for prefixes no one else uses (``scratch_url``)."""
-    from kelpie.storage.redis.actors import node_commands
+    from kelpie.storage.redis.actors import escape_glob, node_commands
     from kelpie.storage.redis.storage import RedisStorage
     from kelpie.storage.registry import open_storage
 
@@ -66,7 +56,7 @@ async def drop_prefix(url: str) -> int:
     storage = open_storage(url)
     try:
         assert isinstance(storage, RedisStorage)
-        pattern = _pattern(storage.prefix)
+        pattern = escape_glob(storage.prefix) + b":*"
         removed = 0
         for node, pool in await storage._masters():
             cursor = b"0"
