@@ -76,9 +76,13 @@ def handler_of(actor: Actor[Any], operation: str) -> Callable[..., Awaitable[Any
 
 async def _high_water(txn: Transaction, message: Message, sender_tag: bytes) -> int | None:
     """The mark if ``message`` is next; ``None`` if it was applied already."""
-    mark = records.seq_of(
-        await txn.get(records.high_water_key(sender_tag)), f"high-water mark of {message.sender}"
-    )
+    raw = await txn.get(records.high_water_key(sender_tag))
+    if raw is None:
+        mark = 0
+    elif len(raw) == 8:
+        mark = int.from_bytes(raw, "big")
+    else:
+        mark = records.seq_of(raw, f"high-water mark of {message.sender}")  # raises
     if message.seq <= mark:
         return None
     if message.seq > mark + 1:

@@ -39,7 +39,7 @@ from kelpie.errors import (
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records
 from kelpie.messaging.effects import Send
-from kelpie.messaging.inbox import Inboxes
+from kelpie.messaging.inbox import Inboxes, Requeue
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
 from kelpie.storage.protocol import Storage, Transaction
@@ -55,6 +55,9 @@ MAX_ATTEMPTS = 5
 """Failed runs of a message's handler before it becomes a dead letter."""
 RETRIES = 6
 """Transient failures (storage, timeouts, a busy mailbox) a pump round retries."""
+CLEANUP_AFTER = 0.05
+"""Loop seconds a delivered outbox entry waits for a commit of its sender to delete it
+before a commit of its own does."""
 
 
 @dataclass
@@ -116,7 +119,9 @@ class Messenger:
         self._acked: dict[ActorId, set[bytes]] = {}
         self._attempts: dict[tuple[ActorId, bytes], int] = {}
         self._pumps: dict[ActorId, asyncio.Task[None]] = {}
-        self.inboxes = Inboxes(services.submit)
+        self._cleanups: dict[ActorId, asyncio.TimerHandle] = {}
+        self._cleaning: set[asyncio.Task[None]] = set()
+        self.inboxes = Inboxes(services.arrive)
         self.closing = False
         self.used = False
         """This runtime staged a message, or found an outbox to deliver."""
@@ -170,6 +175,7 @@ class Messenger:
                     send.operation,
                     payload_json=send.payload_json,
                     key=key,
+                    scalar=send.scalar,
                 )
             )
         for target_tag, seq in counters.items():
@@ -222,12 +228,13 @@ class Messenger:
             log.warning("delivery of %s's outbox failed", sender, exc_info=task.exception())
 
     async def _pump(self, sender: ActorId) -> None:
-        while True:
-            stuck = await self._deliver_pending(sender)
-            await self._cleanup(sender)
-            # Messages committed while this pump was cleaning up found it running: go on.
-            if stuck or not self._pending.get(sender) or self.closing:
-                return
+        try:
+            await self._deliver_pending(sender)
+        finally:
+            # Now, not in a done callback: a message enqueued from here on needs a new pump.
+            if self._pumps.get(sender) is asyncio.current_task():
+                del self._pumps[sender]
+        self._cleanup_later(sender)
 
     async def _deliver_pending(self, sender: ActorId) -> bool:
         """Deliver what is pending for ``sender``; True if some target must wait.
@@ -237,6 +244,12 @@ class Messenger:
         pending = self._pending.get(sender)
         stuck = False
         while pending:
+            if len(pending) == 1:  # the common case: one message, nothing to order
+                (message,) = pending.values()
+                if not await self._deliver_in_order(sender, pending, [message]):
+                    stuck = True
+                    break
+                continue
             # Keys sort by target tag then seq: each target's messages in send order.
             by_target: dict[bytes, list[Message]] = {}
             for key in sorted(pending):
@@ -382,12 +395,36 @@ class Messenger:
         except Exception:
             return False
 
-    async def _cleanup(self, sender: ActorId) -> None:
+    def _cleanup_later(self, sender: ActorId) -> None:
+        """Delete ``sender``'s delivered entries in ``CLEANUP_AFTER`` unless a commit does.
+
+        A busy sender's next commit deletes them anyway (``stage``): a commit
+        of their own is made only for entries still there after the delay.
+        """
+        acked = self._acked.get(sender)
+        if not acked or sender in self._cleanups or self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._cleanups[sender] = loop.call_later(
+            CLEANUP_AFTER, self._cleanup_due, sender, set(acked)
+        )
+
+    def _cleanup_due(self, sender: ActorId, due: set[bytes]) -> None:
+        del self._cleanups[sender]
         acked = self._acked.get(sender)
         if not acked or self.closing:
             return
-        keys = sorted(acked)
+        keys = sorted(due & acked)
+        if not keys:  # a commit deleted those; newer ones get their own delay
+            self._cleanup_later(sender)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._cleanup(sender, keys), name=f"kelpie-cleanup-{sender}", context=_clean_context()
+        )
+        self._cleaning.add(task)
+        task.add_done_callback(self._cleaning.discard)
 
+    async def _cleanup(self, sender: ActorId, keys: list[bytes]) -> None:
         def done() -> None:
             # Before the commit: if it fails the activation reloads and forgets anyway.
             state = self._senders.get(sender)
@@ -404,6 +441,7 @@ class Messenger:
             left.difference_update(keys)
             if not left:
                 del self._acked[sender]
+        self._cleanup_later(sender)
 
     # -- the sweep ----------------------------------------------------------------------
 
@@ -432,9 +470,12 @@ class Messenger:
 
     async def close(self) -> None:
         self.closing = True
-        pumps = list(self._pumps.values())
-        if pumps:
-            await asyncio.gather(*pumps, return_exceptions=True)
+        for handle in self._cleanups.values():
+            handle.cancel()
+        self._cleanups.clear()
+        running = [*self._pumps.values(), *self._cleaning]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 def _log_dead_letter(message: Message, attempts: int, error: str) -> None:
@@ -454,5 +495,5 @@ async def _empty_outbox(txn: Transaction) -> bool:
 def _transient(exc: BaseException) -> bool:
     """Worth retrying as is: storage trouble, a timeout, a full mailbox, a gap."""
     return isinstance(
-        exc, StorageError | InvocationTimeoutError | MailboxFullError | calls.GapError
+        exc, StorageError | InvocationTimeoutError | MailboxFullError | calls.GapError | Requeue
     )

@@ -16,9 +16,12 @@ from typing import Any
 
 from kelpie.actor.codec import encode_json
 from kelpie.identity import ActorId
-from kelpie.messaging.records import MAX_REMINDER_NAME_BYTES
+from kelpie.messaging.records import MAX_REMINDER_NAME_BYTES, NOT_SCALAR
 
 __all__ = ["Effects", "ReminderSet", "Send"]
+
+
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,8 @@ class Send:
     target: ActorId
     operation: str
     payload_json: bytes
+    scalar: Any = NOT_SCALAR
+    """The payload itself when it is an immutable JSON scalar (no decode to deliver it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,9 @@ class Effects:
             raise TypeError(f"target must be an ActorId, got {type(target).__name__}")
         if not isinstance(operation, str) or not operation:
             raise TypeError(f"operation must be a non-empty str, got {operation!r}")
-        self.sends.append(Send(target, operation, encode_json(payload, "message payload")))
+        payload_json = encode_json(payload, "message payload")
+        scalar = payload if type(payload) in _SCALARS else NOT_SCALAR
+        self.sends.append(Send(target, operation, payload_json, scalar))
 
     def set_reminder(
         self, name: object, after: object, operation: object, payload: Any, every: object

@@ -1,118 +1,198 @@
-"""Messages that reach one target together are applied in one transaction there.
+"""Messages wait in their target's mailbox and ride its next commit (ADR 0020).
 
-A pump hands each message to ``Inboxes.apply``. With nothing on its way to
-that target, the message is delivered at once, alone, by its caller; messages
-that arrive meanwhile queue, and then one drain task per target takes
-everything queued (up to ``MAX_TOGETHER``) and applies it with
-``calls.deliver_together``: one
-invocation, one commit, for all of them, each message still checked against
-and advancing its sender's mark in that commit (exactly once, in order per
-sender, ADR 0018). If that invocation fails for any reason (a handler raised,
-a conflict, a timeout), each of its messages is delivered again alone
-(``calls.deliver``), so every caller gets the outcome a delivery of its message
-alone would have had, and one message's failing handler fails only that
-message.
+A pump hands each message to ``Inboxes.apply``, which puts it in the
+target's mailbox (``Mailbox.arrive``) and waits for its outcome. The mailbox
+worker applies what has arrived in the next transaction it runs anyway:
+
+- before a user's invocation, in that invocation's transaction
+  (``invoke_with``): the messages first, each checked against and advancing
+  its own sender's mark as ``calls.deliver`` would, then the handler; one
+  commit for all of it;
+- at the ``deliver`` marker the arrival queued (the actor had nothing else to
+  do): all of them in one transaction (``deliver_arrived``).
+
+At most ``MAX_TOGETHER`` messages go in one transaction. Whatever goes wrong
+in a transaction that carried messages, each message is delivered again
+alone (``deliver_alone``) before the worker moves on, so one message's failing
+handler fails only that message and a user's call never fails because of a
+message: if a message got in the way before the user's handler started, the
+call then runs alone as if nothing had arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kelpie.actor.actor import Actor
+from kelpie.actor.context import ActorContext
 from kelpie.identity import ActorId
 from kelpie.messaging import calls
 from kelpie.messaging.records import Message
 
-__all__ = ["MAX_TOGETHER", "Inboxes"]
+if TYPE_CHECKING:
+    from kelpie.runtime.activation import Activation
+    from kelpie.runtime.idempotency import Idempotency
+
+__all__ = [
+    "MAX_TOGETHER",
+    "Arrival",
+    "CombinedFailed",
+    "Inboxes",
+    "Requeue",
+    "deliver_alone",
+    "deliver_arrived",
+    "give_back",
+    "invoke_with",
+    "take",
+]
 
 MAX_TOGETHER = 64
 """Most messages one transaction at a target applies."""
 
-_Waiting = tuple[Message, calls.Outcome, "asyncio.Future[None]"]
+
+class Requeue(Exception):
+    """The target's mailbox closed before the message ran: deliver it again (transient)."""
+
+
+class Arrival:
+    """A message waiting in its target's mailbox, and how its deliverer hears the outcome."""
+
+    __slots__ = ("future", "message", "outcome")
+
+    def __init__(
+        self, message: Message, outcome: calls.Outcome, future: asyncio.Future[None]
+    ) -> None:
+        self.message = message
+        self.outcome = outcome
+        self.future = future
+
+    def settle(self) -> None:
+        """The transaction that carried it committed: report its outcome."""
+        if not self.future.done():
+            gap = self.outcome.gap
+            if gap is not None:
+                self.future.set_exception(gap)
+            else:
+                self.future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+def take(arrived: list[Arrival]) -> list[Arrival]:
+    """Up to ``MAX_TOGETHER`` arrivals whose deliverer still waits, removed from ``arrived``."""
+    batch = [arrival for arrival in arrived[:MAX_TOGETHER] if not arrival.future.done()]
+    del arrived[:MAX_TOGETHER]
+    return batch
+
+
+def give_back(arrivals: list[Arrival], target: ActorId) -> None:
+    """The target's worker stopped before these ran: their deliverers try again."""
+    closed = Requeue(f"the mailbox of {target} closed before the message ran")
+    for arrival in arrivals:
+        arrival.fail(closed)
 
 
 class Inboxes:
-    """The messages on their way to each target of one runtime, and their drain tasks."""
+    """Hands messages to their targets' mailboxes and waits for each one's outcome."""
 
-    def __init__(self, submit: Callable[[ActorId, calls.Special], Awaitable[Any]]) -> None:
-        self._submit = submit
-        self._queues: dict[ActorId, list[_Waiting]] = {}
+    def __init__(self, arrive: Callable[[ActorId, Arrival], None]) -> None:
+        self._arrive = arrive
 
     async def apply(self, message: Message, outcome: calls.Outcome) -> None:
-        """Apply ``message`` at its target; raise what delivering it alone would raise.
+        """Apply ``message`` at its target; raise what delivering it alone would raise."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._arrive(message.target, Arrival(message, outcome, future))
+        await future
 
-        With nothing on its way to the target, the caller delivers its message
-        itself, alone (no extra task at low load); messages arriving meanwhile
-        queue, and a drain task applies them together once it is done.
-        """
-        target = message.target
-        queue = self._queues.get(target)
-        if queue is not None:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            queue.append((message, outcome, future))
-            await future
-            return
-        queue = self._queues[target] = []
-        try:
-            await self._submit(target, calls.deliver(message, outcome))
-        finally:
-            if queue:
-                # In the caller's context (a pump's): it dies with the caller's process.
-                asyncio.get_running_loop().create_task(
-                    self._drain(target, queue), name=f"kelpie-inbox-{target}"
-                )
-            elif self._queues.get(target) is queue:
-                del self._queues[target]
 
-    async def _drain(self, target: ActorId, queue: list[_Waiting]) -> None:
-        try:
-            while queue:
-                batch = queue[:MAX_TOGETHER]
-                del queue[:MAX_TOGETHER]
-                try:
-                    await self._together(target, batch)
-                except BaseException:
-                    _cancel(batch)
-                    raise
-        finally:
-            if self._queues.get(target) is queue:
-                del self._queues[target]
-            _cancel(queue)  # only when cancelled: the queue is empty otherwise
+async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Arrival]) -> None:
+    """Each message as ``calls.deliver`` would, in ``ctx``'s transaction; a gap skips one."""
+    pairs = [(arrival.message, arrival.outcome) for arrival in batch]
+    await calls.deliver_together(pairs)(actor, ctx)
 
-    async def _together(self, target: ActorId, batch: list[_Waiting]) -> None:
-        if len(batch) == 1:
-            await self._alone(target, batch[0])
-            return
-        try:
-            together = [(message, outcome) for message, outcome, _ in batch]
-            await self._submit(target, calls.deliver_together(together))
-        except Exception:
-            for waiting in batch:
-                await self._alone(target, waiting)
-            return
-        for _, outcome, future in batch:
-            if future.done():
-                continue
-            if outcome.gap is not None:
-                future.set_exception(outcome.gap)
-            else:
-                future.set_result(None)
 
-    async def _alone(self, target: ActorId, waiting: _Waiting) -> None:
-        message, outcome, future = waiting
+async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
+    """Deliver each message in its own transaction, in order; report each outcome."""
+    for arrival in batch:
+        if arrival.future.done():
+            continue
+        outcome = arrival.outcome
         outcome.applied, outcome.result, outcome.gap = False, None, None
         try:
-            await self._submit(target, calls.deliver(message, outcome))
+            if not activation.loaded:
+                await activation.load()
+            await activation.invoke("", None, None, calls.deliver(arrival.message, outcome))
         except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
+            arrival.fail(exc)
         else:
-            if not future.done():
-                future.set_result(None)
+            arrival.settle()
 
 
-def _cancel(waiting: list[_Waiting]) -> None:
-    for _, _, future in waiting:
-        if not future.done():
-            future.cancel()
+async def deliver_arrived(activation: Activation, batch: list[Arrival]) -> None:
+    """The actor is otherwise idle: apply ``batch`` in one transaction (alone on failure)."""
+    if len(batch) == 1:
+        await deliver_alone(activation, batch)
+        return
+    try:
+        if not activation.loaded:
+            await activation.load()
+        pairs = [(arrival.message, arrival.outcome) for arrival in batch]
+        await activation.invoke("", None, None, calls.deliver_together(pairs))
+    except Exception:
+        await deliver_alone(activation, batch)
+        return
+    for arrival in batch:
+        arrival.settle()
+
+
+class CombinedFailed(Exception):
+    """A call that carried messages failed with ``error``; nothing of it was stored.
+
+    ``handler_started``: the user's handler had begun (every message before it
+    applied in memory), so ``error`` is the call's own outcome; otherwise a
+    message got in the way (or the transaction failed before any of it ran).
+    """
+
+    def __init__(self, error: Exception, handler_started: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.handler_started = handler_started
+
+
+async def invoke_with(
+    activation: Activation,
+    batch: list[Arrival],
+    operation: str,
+    payload: Any,
+    idempotency: Idempotency | None,
+) -> Any:
+    """Run a user's call with ``batch`` applied first, in its transaction; return its result.
+
+    The activation is loaded. On success the arrivals are settled; where the
+    body never ran (an idempotent replay) they are delivered alone. Any
+    failure raises ``CombinedFailed`` and leaves the arrivals to the caller.
+    """
+    actor = activation.actor
+    handler: Callable[..., Awaitable[Any]] = getattr(actor, operation)
+    started = False
+
+    async def body(ctx: ActorContext[Any]) -> Any:
+        nonlocal started
+        await _apply_batch(actor, ctx, batch)
+        started = True
+        return await handler(ctx, payload)
+
+    try:
+        result = await activation.execute(body, idempotency)
+    except Exception as exc:
+        raise CombinedFailed(exc, started) from exc
+    if started:
+        for arrival in batch:
+            arrival.settle()
+    else:  # answered from its idempotency record: the body, messages included, never ran
+        await deliver_alone(activation, batch)
+    return result

@@ -60,6 +60,9 @@ INDEX_DUE = b"t"
 
 MAX_REMINDER_NAME_BYTES = 200
 
+NOT_SCALAR: Any = object()
+"""A message's ``scalar`` when its payload is not an immutable JSON scalar."""
+
 
 @functools.lru_cache(maxsize=65536)
 def tag(actor: ActorId, extra: str | None = None) -> bytes:
@@ -166,12 +169,15 @@ class Message:
 
     The payload is kept as given: decoded (``payload``) or as the JSON the
     sender encoded (``payload_json``), which is decoded afresh for each
-    delivery (no decode at the sender, no deep copy at the target).
+    delivery (no decode at the sender, no deep copy at the target), unless
+    the sender also gave it as an immutable scalar (``scalar``): that needs
+    neither.
     """
 
     __slots__ = (
         "_payload",
         "_payload_json",
+        "_scalar",
         "attempted",
         "key",
         "operation",
@@ -191,6 +197,7 @@ class Message:
         *,
         payload_json: bytes | None = None,
         key: bytes | None = None,
+        scalar: Any = NOT_SCALAR,
     ) -> None:
         self.sender = sender
         self.target = target
@@ -198,6 +205,7 @@ class Message:
         self.operation = operation
         self._payload = payload
         self._payload_json = payload_json
+        self._scalar = scalar
         self.key = outbox_key(tag(target), seq) if key is None else key
         self.recovered = False
         """Read back from a stored outbox (a sweep): its delivery may have been cut short."""
@@ -206,10 +214,14 @@ class Message:
 
     @property
     def payload(self) -> Any:
+        if self._scalar is not NOT_SCALAR:
+            return self._scalar
         return self._payload if self._payload_json is None else decode_json(self._payload_json)
 
     def fresh_payload(self) -> Any:
         """The payload for one delivery: a handler may change it without touching others."""
+        if self._scalar is not NOT_SCALAR:
+            return self._scalar  # immutable: nothing to copy
         if self._payload_json is not None:
             return decode_json(self._payload_json)
         return copy.deepcopy(self._payload)

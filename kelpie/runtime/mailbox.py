@@ -9,6 +9,11 @@ runtime's idle sweep — it deactivates the actor and exits. With
 ``conflict_retries`` the worker also runs an invocation again after a
 conflict that stored nothing, before the next invocation starts, so the
 actor's order holds across retries (``retry.py``).
+
+Messages from other actors (``kelpie.messaging``) wait beside the queue in
+``arrived`` and ride the next transaction the worker runs: the next user
+invocation's, or the one the ``_Deliver`` marker their arrival queued starts
+when nothing else comes first (``kelpie.messaging.inbox``, ADR 0020).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kelpie.errors import MailboxFullError, TransactionConflictError
+from kelpie.errors import MailboxFullError, StorageError, TransactionConflictError
+from kelpie.messaging import inbox
+from kelpie.messaging.inbox import Arrival
 from kelpie.runtime.activation import Activation
 from kelpie.runtime.idempotency import Idempotency
 from kelpie.runtime.retry import ConflictRetry
@@ -52,6 +59,13 @@ class _Renew:
     """Renew the actor's lease (queued by the runtime's sweep)."""
 
 
+class _Deliver:
+    """Apply the messages that arrived, unless an invocation took them first."""
+
+
+_DELIVER = _Deliver()
+
+
 class Mailbox:
     """The queue and worker task of one actor."""
 
@@ -66,13 +80,17 @@ class Mailbox:
     ) -> None:
         self.activation = activation
         self._retry = retry
-        self._items: deque[_Call | _Stop | _Renew] = deque()
+        self._items: deque[_Call | _Stop | _Renew | _Deliver] = deque()
         self._capacity = capacity
         self._wakeup: asyncio.Future[None] | None = None
         """Set while the worker waits for an item."""
         self._after = after
         self._on_exit = on_exit
         self.stopping = False
+        self.arrived: list[Arrival] = []
+        """Messages waiting for this actor's next transaction."""
+        self._deliver_queued = False
+        """A ``_Deliver`` marker is in the queue."""
         self._loop = asyncio.get_running_loop()
         self.idle_since: float | None = self._loop.time()
         """Loop time since which the mailbox has been empty and idle; None while busy."""
@@ -97,6 +115,19 @@ class Mailbox:
         self._put(_Call(operation, payload, idempotency, reply, special))
         return reply
 
+    def arrive(self, arrival: Arrival) -> None:
+        """Add a message to the actor's next transaction (a marker makes sure there is one)."""
+        if len(self.arrived) >= self._capacity:
+            raise MailboxFullError(
+                f"the mailbox of actor {self.activation.actor_id} is full "
+                f"({self._capacity} messages waiting)"
+            )
+        self.arrived.append(arrival)
+        self.idle_since = None
+        if not self._deliver_queued:
+            self._deliver_queued = True
+            self._put(_DELIVER)
+
     def renew(self) -> None:
         """Queue a lease renewal; skipped when the queue is full of calls (they renew)."""
         if not self.stopping and len(self._items) < self._capacity:
@@ -109,7 +140,7 @@ class Mailbox:
         self._put(_Stop(reply))  # never refused for a full queue: it waits its turn
         return reply
 
-    def _put(self, item: _Call | _Stop | _Renew) -> None:
+    def _put(self, item: _Call | _Stop | _Renew | _Deliver) -> None:
         self._items.append(item)
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
@@ -140,6 +171,9 @@ class Mailbox:
                 if isinstance(item, _Stop):
                     stop = item
                     break
+                if item is _DELIVER:
+                    await self._deliver_arrived()
+                    continue
                 if isinstance(item, _Renew):
                     try:
                         await activation.renew()
@@ -148,10 +182,13 @@ class Mailbox:
                             "lease renewal of %s failed", activation.actor_id, exc_info=True
                         )
                     continue
+                assert isinstance(item, _Call)
                 if item.reply.done():
                     continue
                 try:
-                    if self._retry is None:
+                    if self.arrived and item.special is None:
+                        result = await self._call_with_arrived(item)
+                    elif self._retry is None:
                         if not activation.loaded:
                             await activation.load()
                         result = await activation.invoke(
@@ -183,14 +220,97 @@ class Mailbox:
         finally:
             self._fail_leftovers()
 
-    async def _attempts(self, item: _Call, retry: ConflictRetry) -> Any:
+    def _take_arrived(self) -> list[Arrival]:
+        batch = inbox.take(self.arrived)
+        if self.arrived and not self._deliver_queued:  # more than one batch waited
+            self._deliver_queued = True
+            self._put(_DELIVER)
+        return batch
+
+    async def _deliver_arrived(self) -> None:
+        """At the marker: leave the messages to a user call queued behind it, else apply them.
+
+        With nothing queued the worker yields once first: a caller whose
+        previous call just returned gets to queue its next one, which then
+        carries the messages in its own commit.
+        """
+        if self.arrived:
+            if not self._items:
+                await asyncio.sleep(0)
+            if self._user_call_waiting():
+                self._put(_DELIVER)  # behind that call: a no-op if it took everything
+                return
+        self._deliver_queued = False
+        batch = self._take_arrived()
+        if batch:
+            await inbox.deliver_arrived(self.activation, batch)
+
+    def _user_call_waiting(self) -> bool:
+        for item in self._items:
+            if isinstance(item, _Stop):
+                return False
+            if isinstance(item, _Call) and item.special is None and not item.reply.done():
+                return True
+        return False
+
+    async def _call_with_arrived(self, item: _Call) -> Any:
+        """Run a user's call with the arrived messages first, in its transaction.
+
+        If anything fails, each message is delivered alone first; then the
+        call's own outcome stands when its handler had started (a retryable
+        conflict goes on to ``_attempts``), else the call runs again alone,
+        as if no message had arrived (a storage error before the handler is
+        the call's own outcome, as alone).
+        """
+        activation = self.activation
+        if not activation.loaded:
+            await activation.load()  # a failure here is the call's; the messages keep waiting
+        batch = self._take_arrived()
+        if not batch:
+            return await self._call(item)
+        retry = self._retry
+        payload = item.payload if retry is None else copy.deepcopy(item.payload)
+        try:
+            return await inbox.invoke_with(
+                activation, batch, item.operation, payload, item.idempotency
+            )
+        except inbox.CombinedFailed as exc:
+            failed = exc
+        except BaseException:
+            inbox.give_back(batch, activation.actor_id)
+            raise
+        await inbox.deliver_alone(activation, batch)
+        error = failed.error
+        retryable = (
+            retry is not None
+            and isinstance(error, TransactionConflictError)
+            and activation.may_retry(error)
+        )
+        if retryable:
+            assert retry is not None
+            await asyncio.sleep(retry.delay(1))
+            if item.reply.done():
+                raise error
+            return await self._attempts(item, retry, attempt=1)
+        if failed.handler_started or isinstance(error, StorageError):
+            raise error
+        return await self._call(item)
+
+    async def _call(self, item: _Call) -> Any:
+        activation = self.activation
+        if self._retry is not None:
+            return await self._attempts(item, self._retry)
+        if not activation.loaded:
+            await activation.load()
+        return await activation.invoke(item.operation, item.payload, item.idempotency, item.special)
+
+    async def _attempts(self, item: _Call, retry: ConflictRetry, attempt: int = 0) -> Any:
         """Run ``item``, again after a conflict that stored nothing (see ``retry.py``).
 
         Each attempt's handler gets its own copy of the payload, so a retry
         sees it as the caller sent it even if an earlier attempt changed it.
         """
         activation = self.activation
-        attempt = 0
         while True:
             try:
                 if not activation.loaded:
@@ -211,10 +331,12 @@ class Mailbox:
         # Nothing can be queued after stopping is set, but a put may race an idle exit.
         while self._items:
             item = self._items.popleft()
-            if isinstance(item, _Renew):
+            if isinstance(item, _Renew | _Deliver):
                 continue
             if isinstance(item, _Stop):
                 if not item.reply.done():
                     item.reply.set_result(None)
             elif not item.reply.done():
                 item.reply.set_exception(RuntimeError("actor mailbox closed"))
+        inbox.give_back(self.arrived, self.activation.actor_id)
+        self.arrived.clear()

@@ -31,6 +31,7 @@ from kelpie.storage.protocol import Storage
 
 if TYPE_CHECKING:
     from kelpie.messaging.calls import Special
+    from kelpie.messaging.inbox import Arrival
 
 __all__ = ["Runtime"]
 
@@ -158,6 +159,15 @@ class Runtime:
                 f"no actor type is registered for namespace {actor_id.namespace!r}"
             )
         return await self._mailbox(actor_id, actor_cls).submit("", None, None, special)
+
+    def _arrive(self, actor_id: ActorId, arrival: Arrival) -> None:
+        """Put a message in the actor's mailbox for its next transaction (kelpie.messaging)."""
+        actor_cls = self._types.get(actor_id.namespace)
+        if actor_cls is None:
+            raise UnknownActorTypeError(
+                f"no actor type is registered for namespace {actor_id.namespace!r}"
+            )
+        self._mailbox(actor_id, actor_cls).arrive(arrival)
 
     @property
     def active_actors(self) -> list[ActorId]:
