@@ -239,4 +239,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "messaging",
         workload="transfers",
     ),
+    Mutant(
+        "combined_failure_settles",
+        "runtime/mailbox.py",
+        "        await inbox.deliver_alone(activation, batch)\n        error = failed.error\n",
+        "        for arrival in batch:\n"
+        "            arrival.settle()\n"
+        "        error = failed.error\n",
+        "when a user's call that carried messages fails, its messages are reported applied "
+        "instead of being delivered again alone: their senders drop them, the credit is lost",
+        "messaging",
+        workload="transfers",
+    ),
 )
