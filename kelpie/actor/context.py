@@ -23,7 +23,17 @@ class ActorContext(Generic[S]):
     invocation's own writes. A context is valid only during its invocation.
     """
 
-    __slots__ = ("_buffer_set", "_txn", "actor_id", "effects", "read", "state", "wrote")
+    __slots__ = (
+        "_buffer_set",
+        "_marks",
+        "_new_marks",
+        "_txn",
+        "actor_id",
+        "effects",
+        "read",
+        "state",
+        "wrote",
+    )
 
     def __init__(self, actor_id: ActorId, state: S, txn: Transaction) -> None:
         self.actor_id = actor_id
@@ -34,6 +44,10 @@ class ActorContext(Generic[S]):
         """A ``kv_*`` read reached the transaction: a read-only invocation must validate."""
         self.effects: Effects | None = None
         """Messages and reminder changes to commit with the invocation (kelpie.messaging)."""
+        self._marks: dict[bytes, int] | None = None
+        """The activation's known high-water marks (kelpie.messaging.calls, ADR 0020)."""
+        self._new_marks: dict[bytes, int] | None = None
+        """Marks read or written in this transaction: known once it commits."""
         # kelpie's own transactions buffer a write without a coroutine; any
         # other Transaction (a wrapper, one that overrides ``set``) goes through ``set``.
         self._buffer_set = (

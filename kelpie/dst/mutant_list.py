@@ -46,8 +46,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "seq_not_advanced",
         "runtime/activation.py",
-        "ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes",
-        "ctx.state, state_bytes, loaded.seq, count, new_owner, record_bytes",
+        "            loaded.seq + 1,\n            count,\n            new_owner,\n",
+        "            loaded.seq,\n            count,\n            new_owner,\n",
         "after a commit the activation remembers the old seq, so its next commit "
         "writes the same seq again (the fence cannot tell two versions apart)",
         "runtime",
@@ -242,12 +242,20 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "combined_failure_settles",
         "runtime/mailbox.py",
-        "        await inbox.deliver_alone(activation, batch)\n        error = failed.error\n",
-        "        for arrival in batch:\n"
-        "            arrival.settle()\n"
-        "        error = failed.error\n",
+        "        await inbox.deliver_alone(activation, batch)\n        if retryable:\n",
+        "        for arrival in batch:\n            arrival.settle()\n        if retryable:\n",
         "when a user's call that carried messages fails, its messages are reported applied "
         "instead of being delivered again alone: their senders drop them, the credit is lost",
+        "messaging",
+        workload="transfers",
+    ),
+    Mutant(
+        "marks_known_before_commit",
+        "messaging/calls.py",
+        "    ctx._new_marks[sender_tag] = mark\n",
+        "    ctx._marks[sender_tag] = mark\n",
+        "a high-water mark read or written in a transaction is remembered by the activation "
+        "even if that transaction fails: a redelivery looks applied, the credit is lost",
         "messaging",
         workload="transfers",
     ),

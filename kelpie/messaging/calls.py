@@ -74,8 +74,21 @@ def handler_of(actor: Actor[Any], operation: str) -> Callable[..., Awaitable[Any
     return handler
 
 
-async def _high_water(txn: Transaction, message: Message, sender_tag: bytes) -> int | None:
-    """The mark if ``message`` is next; ``None`` if it was applied already."""
+async def _read_mark(
+    ctx: ActorContext[Any], txn: Transaction, message: Message, sender_tag: bytes
+) -> int:
+    """The target's mark for the sender: as its activation knows it, else as stored.
+
+    The activation's fence read (the state record, first in every transaction)
+    proves no commit of the target landed since the activation's own, and every
+    mark changes only in a commit of the target: a known mark is the stored one.
+    """
+    new = ctx._new_marks
+    if new is not None and sender_tag in new:
+        return new[sender_tag]
+    known = ctx._marks
+    if known is not None and sender_tag in known:
+        return known[sender_tag]
     raw = await txn.get(records.high_water_key(sender_tag))
     if raw is None:
         mark = 0
@@ -83,6 +96,28 @@ async def _high_water(txn: Transaction, message: Message, sender_tag: bytes) -> 
         mark = int.from_bytes(raw, "big")
     else:
         mark = records.seq_of(raw, f"high-water mark of {message.sender}")  # raises
+    _note_mark(ctx, sender_tag, mark)
+    return mark
+
+
+def _note_mark(ctx: ActorContext[Any], sender_tag: bytes, mark: int) -> None:
+    if ctx._marks is None:
+        return  # not run by an activation: nothing to remember it in
+    if ctx._new_marks is None:
+        ctx._new_marks = {}
+    ctx._new_marks[sender_tag] = mark
+
+
+async def _set_mark(ctx: ActorContext[Any], txn: Transaction, sender_tag: bytes, seq: int) -> None:
+    await txn.set(records.high_water_key(sender_tag), records.seq_bytes(seq))
+    _note_mark(ctx, sender_tag, seq)
+
+
+async def _high_water(
+    ctx: ActorContext[Any], txn: Transaction, message: Message, sender_tag: bytes
+) -> int | None:
+    """The mark if ``message`` is next; ``None`` if it was applied already."""
+    mark = await _read_mark(ctx, txn, message, sender_tag)
     if message.seq <= mark:
         return None
     if message.seq > mark + 1:
@@ -96,7 +131,7 @@ def deliver(message: Message, outcome: Outcome) -> Special:
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
-        if await _high_water(txn, message, sender_tag) is not None:
+        if await _high_water(ctx, txn, message, sender_tag) is not None:
             await _apply(actor, ctx, txn, message, outcome, sender_tag)
         return None
 
@@ -117,7 +152,7 @@ def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
         txn = txn_of(ctx)
         for (message, outcome), sender_tag in zip(batch, tags, strict=True):
             try:
-                if await _high_water(txn, message, sender_tag) is None:
+                if await _high_water(ctx, txn, message, sender_tag) is None:
                     continue
             except GapError as gap:
                 outcome.gap = gap
@@ -140,7 +175,7 @@ async def _apply(
     (its mark already checked)."""
     handler = handler_of(actor, message.operation)
     outcome.result = await handler(ctx, message.fresh_payload())
-    await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+    await _set_mark(ctx, txn, sender_tag, message.seq)
     if message.attempted:
         await txn.delete(records.failures_key(sender_tag))
     ctx.wrote = True
@@ -148,12 +183,12 @@ async def _apply(
 
 
 async def _store_dead_letter(
-    txn: Transaction, message: Message, sender_tag: bytes, error: str
+    ctx: ActorContext[Any], txn: Transaction, message: Message, sender_tag: bytes, error: str
 ) -> None:
     await txn.set(
         records.dead_letter_key(sender_tag, message.seq), records.dead_letter(message, error)
     )
-    await txn.set(records.high_water_key(sender_tag), records.seq_bytes(message.seq))
+    await _set_mark(ctx, txn, sender_tag, message.seq)
     await txn.delete(records.failures_key(sender_tag))
 
 
@@ -163,9 +198,9 @@ def dead_letter(message: Message, error: str, outcome: Outcome) -> Special:
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
-        if await _high_water(txn, message, sender_tag) is None:
+        if await _high_water(ctx, txn, message, sender_tag) is None:
             return None
-        await _store_dead_letter(txn, message, sender_tag, error)
+        await _store_dead_letter(ctx, txn, message, sender_tag, error)
         ctx.wrote = True
         outcome.applied = outcome.dead = True
         return None
@@ -186,7 +221,7 @@ def begin_attempt(message: Message, outcome: Outcome, max_attempts: int) -> Spec
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
-        if await _high_water(txn, message, sender_tag) is None:
+        if await _high_water(ctx, txn, message, sender_tag) is None:
             outcome.applied = True
             return None
         key = records.failures_key(sender_tag)
@@ -195,7 +230,7 @@ def begin_attempt(message: Message, outcome: Outcome, max_attempts: int) -> Spec
         )
         if attempts >= max_attempts:
             await _store_dead_letter(
-                txn, message, sender_tag, error or "its deliveries were cut short"
+                ctx, txn, message, sender_tag, error or "its deliveries were cut short"
             )
             outcome.applied = outcome.dead = True
         else:
@@ -221,7 +256,7 @@ def failed(
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
-        if await _high_water(txn, message, sender_tag) is None:
+        if await _high_water(ctx, txn, message, sender_tag) is None:
             outcome.applied = True  # applied meanwhile (another node, an earlier try)
             return None
         key = records.failures_key(sender_tag)
@@ -231,7 +266,7 @@ def failed(
         if not counted:
             attempts += 1
         if attempts >= max_attempts:
-            await _store_dead_letter(txn, message, sender_tag, error)
+            await _store_dead_letter(ctx, txn, message, sender_tag, error)
             outcome.applied = outcome.dead = True
         else:
             await txn.set(key, records.pack_failures(message.seq, attempts, error))

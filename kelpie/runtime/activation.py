@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kelpie.actor.actor import Actor, overrides_hook
@@ -63,6 +63,9 @@ class _Loaded:
     """The stored state record as last read or written (``None``: none stored)."""
     version: int
     """The state version of the stored record (migrated on load, rewritten on commit)."""
+    marks: dict[bytes, int] = field(default_factory=dict)
+    """High-water marks (sender tag -> seq) as stored with ``record`` (ADR 0020): the
+    fence makes them as current as the state; kelpie.messaging reads and adds them."""
 
 
 async def _nothing(ctx: ActorContext[Any]) -> None:
@@ -199,6 +202,7 @@ class Activation:
         new_owner = loaded.owner if owner is None else owner
         txn = self._storage.transaction(self.actor_id)
         ctx: ActorContext[Any] = ActorContext(self.actor_id, loaded.state, txn)
+        ctx._marks = loaded.marks
         ended = False  # commit() or abort() was called: the transaction is over
         in_body = False
         self._retryable = None
@@ -279,8 +283,18 @@ class Activation:
             else:
                 self._restore(loaded)
             raise
+        marks = loaded.marks
+        if ctx._new_marks is not None:
+            marks.update(ctx._new_marks)
         self._loaded = _Loaded(
-            ctx.state, state_bytes, loaded.seq + 1, count, new_owner, record_bytes, self._version
+            ctx.state,
+            state_bytes,
+            loaded.seq + 1,
+            count,
+            new_owner,
+            record_bytes,
+            self._version,
+            marks,
         )
         self.committed_at = self._loop.time()
         if staged is not None:

@@ -279,13 +279,14 @@ class Mailbox:
         except BaseException:
             inbox.give_back(batch, activation.actor_id)
             raise
-        await inbox.deliver_alone(activation, batch)
         error = failed.error
+        # Asked before the messages reload the activation (may_retry: did it drop it?).
         retryable = (
             retry is not None
             and isinstance(error, TransactionConflictError)
             and activation.may_retry(error)
         )
+        await inbox.deliver_alone(activation, batch)
         if retryable:
             assert retry is not None
             await asyncio.sleep(retry.delay(1))
