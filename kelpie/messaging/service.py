@@ -168,6 +168,10 @@ class Services:
             except Exception:
                 log.info("a messaging sweep failed; the next one retries", exc_info=True)
                 busy = True
+            if self.closed:
+                # close() cancelled this task, but a storage client may have taken the
+                # cancel for its own (fakeredis did): do not wait out a poll.
+                return
             delay = self.poll if busy or self.messenger.used else self.idle_poll
             soonest = self._soonest
             if soonest is not None:
