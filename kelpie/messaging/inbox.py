@@ -25,7 +25,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
 from kelpie.identity import ActorId
 from kelpie.messaging import calls
@@ -109,10 +108,15 @@ class Inboxes:
         await future
 
 
-async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Arrival]) -> None:
-    """Each message as ``calls.deliver`` would, in ``ctx``'s transaction; a gap skips one."""
-    pairs = [(arrival.message, arrival.outcome) for arrival in batch]
-    await calls.deliver_together(pairs)(actor, ctx)
+def _together(batch: list[Arrival]) -> calls.Special:
+    """Each message as ``calls.deliver`` would, in one transaction; a gap skips one."""
+    return calls.deliver_together([(arrival.message, arrival.outcome) for arrival in batch])
+
+
+async def _run(activation: Activation, special: calls.Special) -> None:
+    if not activation.loaded:
+        await activation.load()
+    await activation.invoke("", None, None, special)
 
 
 async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
@@ -123,9 +127,7 @@ async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
         outcome = arrival.outcome
         outcome.applied, outcome.result, outcome.gap = False, None, None
         try:
-            if not activation.loaded:
-                await activation.load()
-            await activation.invoke("", None, None, calls.deliver(arrival.message, outcome))
+            await _run(activation, calls.deliver(arrival.message, outcome))
         except Exception as exc:
             arrival.fail(exc)
         else:
@@ -138,10 +140,7 @@ async def deliver_arrived(activation: Activation, batch: list[Arrival]) -> None:
         await deliver_alone(activation, batch)
         return
     try:
-        if not activation.loaded:
-            await activation.load()
-        pairs = [(arrival.message, arrival.outcome) for arrival in batch]
-        await activation.invoke("", None, None, calls.deliver_together(pairs))
+        await _run(activation, _together(batch))
     except Exception:
         await deliver_alone(activation, batch)
         return
@@ -182,7 +181,7 @@ async def invoke_with(
 
     async def body(ctx: ActorContext[Any]) -> Any:
         nonlocal started
-        await _apply_batch(actor, ctx, batch)
+        await _together(batch)(actor, ctx)
         started = True
         return await handler(ctx, payload)
 
