@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
 from kelpie.identity import ActorId
 from kelpie.messaging import calls
@@ -108,15 +109,10 @@ class Inboxes:
         await future
 
 
-def _together(batch: list[Arrival]) -> calls.Special:
-    """Each message as ``calls.deliver`` would, in one transaction; a gap skips one."""
-    return calls.deliver_together([(arrival.message, arrival.outcome) for arrival in batch])
-
-
-async def _run(activation: Activation, special: calls.Special) -> None:
-    if not activation.loaded:
-        await activation.load()
-    await activation.invoke("", None, None, special)
+async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Arrival]) -> None:
+    """Each message as ``calls.deliver`` would, in ``ctx``'s transaction; a gap skips one."""
+    pairs = [(arrival.message, arrival.outcome) for arrival in batch]
+    await calls.deliver_together(pairs)(actor, ctx)
 
 
 async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
@@ -127,7 +123,9 @@ async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
         outcome = arrival.outcome
         outcome.applied, outcome.result, outcome.gap = False, None, None
         try:
-            await _run(activation, calls.deliver(arrival.message, outcome))
+            if not activation.loaded:
+                await activation.load()
+            await activation.invoke("", None, None, calls.deliver(arrival.message, outcome))
         except Exception as exc:
             arrival.fail(exc)
         else:
@@ -140,7 +138,10 @@ async def deliver_arrived(activation: Activation, batch: list[Arrival]) -> None:
         await deliver_alone(activation, batch)
         return
     try:
-        await _run(activation, _together(batch))
+        if not activation.loaded:
+            await activation.load()
+        pairs = [(arrival.message, arrival.outcome) for arrival in batch]
+        await activation.invoke("", None, None, calls.deliver_together(pairs))
     except Exception:
         await deliver_alone(activation, batch)
         return
@@ -181,7 +182,7 @@ async def invoke_with(
 
     async def body(ctx: ActorContext[Any]) -> Any:
         nonlocal started
-        await _together(batch)(actor, ctx)
+        await _apply_batch(actor, ctx, batch)
         started = True
         return await handler(ctx, payload)
 

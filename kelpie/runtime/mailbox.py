@@ -188,8 +188,14 @@ class Mailbox:
                 try:
                     if self.arrived and item.special is None:
                         result = await self._call_with_arrived(item)
+                    elif self._retry is None:
+                        if not activation.loaded:
+                            await activation.load()
+                        result = await activation.invoke(
+                            item.operation, item.payload, item.idempotency, item.special
+                        )
                     else:
-                        result = await self._call(item)
+                        result = await self._attempts(item, self._retry)
                 except BaseException as exc:
                     if not item.reply.done():
                         item.reply.set_exception(exc)
@@ -292,7 +298,6 @@ class Mailbox:
         return await self._call(item)
 
     async def _call(self, item: _Call) -> Any:
-        """Run ``item`` alone (with ``conflict_retries``, through ``_attempts``)."""
         activation = self.activation
         if self._retry is not None:
             return await self._attempts(item, self._retry)
