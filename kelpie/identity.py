@@ -61,6 +61,16 @@ class ActorId(_Derived):
         # Ids are dict keys on every invocation's path: hash once.
         object.__setattr__(self, "_hash", hash((self.namespace, self.id)))
 
+    def __eq__(self, other: object) -> bool:
+        # What the dataclass would generate, with the cheap checks first: ids are
+        # compared on every dict lookup whose key is an equal, different object.
+        if self is other:
+            return True
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, ActorId)
+        return self.id == other.id and self.namespace == other.namespace
+
     def __hash__(self) -> int:
         try:
             return self._hash

@@ -83,12 +83,9 @@ async def _read_mark(
     proves no commit of the target landed since the activation's own, and every
     mark changes only in a commit of the target: a known mark is the stored one.
     """
-    new = ctx._new_marks
-    if new is not None and sender_tag in new:
-        return new[sender_tag]
-    known = ctx._marks
-    if known is not None and sender_tag in known:
-        return known[sender_tag]
+    known = _known_mark(ctx, sender_tag)
+    if known is not None:
+        return known
     raw = await txn.get(records.high_water_key(sender_tag))
     if raw is None:
         mark = 0
@@ -100,6 +97,17 @@ async def _read_mark(
     return mark
 
 
+def _known_mark(ctx: ActorContext[Any], sender_tag: bytes) -> int | None:
+    """The mark as this transaction or its activation knows it (``None``: read it)."""
+    new = ctx._new_marks
+    if new is not None and sender_tag in new:
+        return new[sender_tag]
+    known = ctx._marks
+    if known is not None and sender_tag in known:
+        return known[sender_tag]
+    return None
+
+
 def _note_mark(ctx: ActorContext[Any], sender_tag: bytes, mark: int) -> None:
     if ctx._marks is None:
         return  # not run by an activation: nothing to remember it in
@@ -109,7 +117,12 @@ def _note_mark(ctx: ActorContext[Any], sender_tag: bytes, mark: int) -> None:
 
 
 async def _set_mark(ctx: ActorContext[Any], txn: Transaction, sender_tag: bytes, seq: int) -> None:
-    await txn.set(records.high_water_key(sender_tag), records.seq_bytes(seq))
+    key, value = records.high_water_key(sender_tag), records.seq_bytes(seq)
+    buffer_set = ctx._buffer_set  # kelpie's own transactions buffer without a coroutine
+    if buffer_set is not None:
+        buffer_set(key, value)
+    else:
+        await txn.set(key, value)
     _note_mark(ctx, sender_tag, seq)
 
 
@@ -117,7 +130,11 @@ async def _high_water(
     ctx: ActorContext[Any], txn: Transaction, message: Message, sender_tag: bytes
 ) -> int | None:
     """The mark if ``message`` is next; ``None`` if it was applied already."""
-    mark = await _read_mark(ctx, txn, message, sender_tag)
+    return _next_after(message, await _read_mark(ctx, txn, message, sender_tag))
+
+
+def _next_after(message: Message, mark: int) -> int | None:
+    """``mark`` if ``message`` comes right after it; ``None`` if it was applied already."""
     if message.seq <= mark:
         return None
     if message.seq > mark + 1:
@@ -151,8 +168,11 @@ def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
         for (message, outcome), sender_tag in zip(batch, tags, strict=True):
+            mark = _known_mark(ctx, sender_tag)  # known: no coroutine to ask the store
+            if mark is None:
+                mark = await _read_mark(ctx, txn, message, sender_tag)
             try:
-                if await _high_water(ctx, txn, message, sender_tag) is None:
+                if _next_after(message, mark) is None:
                     continue
             except GapError as gap:
                 outcome.gap = gap

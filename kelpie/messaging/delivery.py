@@ -27,7 +27,7 @@ import asyncio
 import contextvars
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kelpie.errors import (
     ActorActiveElsewhereError,
@@ -39,7 +39,7 @@ from kelpie.errors import (
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records
 from kelpie.messaging.effects import Send
-from kelpie.messaging.inbox import Inboxes, Requeue
+from kelpie.messaging.inbox import Arrival, Inboxes, Requeue
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
 from kelpie.storage.protocol import Storage, Transaction
@@ -119,6 +119,8 @@ class Messenger:
         self._acked: dict[ActorId, set[bytes]] = {}
         self._attempts: dict[tuple[ActorId, bytes], int] = {}
         self._pumps: dict[ActorId, asyncio.Task[None]] = {}
+        self._handed: dict[ActorId, Arrival] = {}
+        """Per sender: the one message handed straight to its target, not yet applied."""
         self._cleanups: dict[ActorId, asyncio.TimerHandle] = {}
         self._cleaning: set[asyncio.Task[None]] = set()
         self.inboxes = Inboxes(services.arrive)
@@ -205,7 +207,8 @@ class Messenger:
     # -- delivery ---------------------------------------------------------------------
 
     def pumping(self, sender: ActorId) -> bool:
-        return sender in self._pumps
+        """Something of this runtime is delivering ``sender``'s messages."""
+        return sender in self._pumps or sender in self._handed
 
     def enqueue(self, sender: ActorId, messages: list[Message]) -> None:
         if not messages or self.closing:
@@ -214,12 +217,52 @@ class Messenger:
         pending = self._pending.setdefault(sender, {})
         for message in messages:
             pending.setdefault(message.key, message)
-        if sender not in self._pumps:
-            task = asyncio.get_running_loop().create_task(
-                self._pump(sender), name=f"kelpie-pump-{sender}", context=_clean_context()
-            )
-            self._pumps[sender] = task
-            task.add_done_callback(lambda done: self._pump_done(sender, done))
+        if sender not in self._pumps and sender not in self._handed:
+            self._next(sender, pending)
+
+    def _next(self, sender: ActorId, pending: dict[bytes, Message]) -> None:
+        """Deliver ``pending``: a lone new message straight to its target, else by a pump.
+
+        Straight: no task and no wake-up of one; the target's worker calls
+        ``_landed`` once the transaction that carried the message is over.
+        Anything that needs ordering, retries or a read-back outbox's
+        bookkeeping goes to the pump.
+        """
+        if len(pending) == 1:
+            (message,) = pending.values()
+            if not message.recovered:
+                try:
+                    self._handed[sender] = self.inboxes.hand_over(message, self._landed)
+                    return
+                except Exception:
+                    pass  # the pump tries again, and reports or retries what this raised
+        self._start_pump(sender, None)
+
+    def _landed(self, arrival: Arrival, error: Exception | None) -> None:
+        """A message handed straight over was applied (``error`` None) or was not."""
+        message = arrival.message
+        sender = message.sender
+        if self._handed.get(sender) is arrival:
+            del self._handed[sender]
+        if error is not None:
+            self._start_pump(sender, (message, error))  # it retries, counts, dead-letters
+            return
+        pending = self._pending.get(sender)
+        self._delivered(sender, {} if pending is None else pending, message)
+        if pending:
+            if sender not in self._pumps:
+                self._next(sender, pending)
+            return
+        if pending is not None:
+            del self._pending[sender]
+        self._cleanup_later(sender)
+
+    def _start_pump(self, sender: ActorId, failed: tuple[Message, Exception] | None) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._pump(sender, failed), name=f"kelpie-pump-{sender}", context=_clean_context()
+        )
+        self._pumps[sender] = task
+        task.add_done_callback(lambda done: self._pump_done(sender, done))
 
     def _pump_done(self, sender: ActorId, task: asyncio.Task[None]) -> None:
         if self._pumps.get(sender) is task:
@@ -227,9 +270,17 @@ class Messenger:
         if not task.cancelled() and task.exception() is not None:
             log.warning("delivery of %s's outbox failed", sender, exc_info=task.exception())
 
-    async def _pump(self, sender: ActorId) -> None:
+    async def _pump(self, sender: ActorId, failed: tuple[Message, Exception] | None) -> None:
+        """Deliver ``sender``'s pending messages; first ``failed``'s, whose delivery raised."""
         try:
-            await self._deliver_pending(sender)
+            going = True
+            if failed is not None:
+                message, error = failed
+                pending = self._pending.get(sender, {})
+                # Not delivered: later messages to its target wait (the sweep tries again).
+                going = await self._deliver_in_order(sender, pending, [message], error)
+            if going:
+                await self._deliver_pending(sender)
         finally:
             # Now, not in a done callback: a message enqueued from here on needs a new pump.
             if self._pumps.get(sender) is asyncio.current_task():
@@ -264,50 +315,69 @@ class Messenger:
         return stuck
 
     async def _deliver_in_order(
-        self, sender: ActorId, pending: dict[bytes, Message], messages: list[Message]
+        self,
+        sender: ActorId,
+        pending: dict[bytes, Message],
+        messages: list[Message],
+        error: Exception | None = None,
     ) -> bool:
-        """Deliver ``messages`` (one target's) in order; True if any was delivered."""
+        """Deliver ``messages`` (one target's) in order; True if any was delivered.
+
+        ``error``: what the first one's delivery raised already (``_deliver``).
+        """
         delivered_any = False
         for message in messages:
-            if not await self._deliver(message):
+            if not await self._deliver(message, error):
                 break  # later messages to this target must wait for this one
+            error = None
             delivered_any = True
-            pending.pop(message.key, None)
-            self._acked.setdefault(sender, set()).add(message.key)
+            self._delivered(sender, pending, message)
         return delivered_any
 
-    async def _deliver(self, message: Message) -> bool:
-        """Apply ``message`` at its target; False if it must wait (retried later)."""
+    def _delivered(self, sender: ActorId, pending: dict[bytes, Message], message: Message) -> None:
+        """``message`` was applied: no longer pending; its outbox entry can go."""
+        pending.pop(message.key, None)
+        self._acked.setdefault(sender, set()).add(message.key)
+
+    async def _deliver(self, message: Message, error: Exception | None = None) -> bool:
+        """Apply ``message`` at its target; False if it must wait (retried later).
+
+        ``error``: what its last attempt raised (handed straight over), handled
+        first as if this delivery's own attempt had raised it.
+        """
         transient = 0
         counted = False  # begin_attempt counted the attempt about to run
         while True:
-            if message.recovered and not message.attempted:
-                verdict = await self._begin(message)
-                if verdict is not None:
-                    return verdict
-                counted = True
-            outcome = calls.Outcome()
-            try:
-                await self.inboxes.apply(message, outcome)
-            except ActorActiveElsewhereError:
+            if error is None:
+                if message.recovered and not message.attempted:
+                    verdict = await self._begin(message)
+                    if verdict is not None:
+                        return verdict
+                    counted = True
+                try:
+                    await self.inboxes.apply(message, calls.Outcome())
+                except Exception as raised:
+                    error = raised
+                else:
+                    self._attempts.pop((message.sender, message.key), None)
+                    return True
+            exc, error = error, None
+            if isinstance(exc, ActorActiveElsewhereError):
                 # Another node owns the target: its sweep delivers; done once it applied it.
                 return await self._applied_elsewhere(message)
-            except RuntimeClosedError:
+            if isinstance(exc, RuntimeClosedError):
                 return False
-            except Exception as exc:
-                if _transient(exc):
-                    transient += 1
-                    if transient > RETRIES or self.closing:
-                        return False
-                    await asyncio.sleep(min(1.0, 0.01 * 2**transient))
-                    continue
-                verdict = await self._failed(message, exc, counted=counted)
-                counted = False
-                if verdict is None:
-                    continue
-                return verdict
-            self._attempts.pop((message.sender, message.key), None)
-            return True
+            if _transient(exc):
+                transient += 1
+                if transient > RETRIES or self.closing:
+                    return False
+                await asyncio.sleep(min(1.0, 0.01 * 2**transient))
+                continue
+            verdict = await self._failed(message, exc, counted=counted)
+            counted = False
+            if verdict is None:
+                continue
+            return verdict
 
     async def _begin(self, message: Message) -> bool | None:
         """Count the attempt about to run at the target (a message read back from an outbox).
@@ -473,8 +543,14 @@ class Messenger:
         for handle in self._cleanups.values():
             handle.cancel()
         self._cleanups.clear()
-        running = [*self._pumps.values(), *self._cleaning]
-        if running:
+        # Delivering what is pending may hand messages over or start pumps: until all landed.
+        while self._pumps or self._cleaning or self._handed:
+            running: list[asyncio.Future[Any]] = [*self._pumps.values(), *self._cleaning]
+            loop = asyncio.get_running_loop()
+            for arrival in self._handed.values():
+                if arrival.future is None:
+                    arrival.future = loop.create_future()
+                running.append(arrival.future)
             await asyncio.gather(*running, return_exceptions=True)
 
 

@@ -24,13 +24,19 @@ __all__ = ["Effects", "ReminderSet", "Send"]
 _SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
-@dataclass(frozen=True, slots=True)
 class Send:
-    target: ActorId
-    operation: str
-    payload_json: bytes
-    scalar: Any = NOT_SCALAR
-    """The payload itself when it is an immutable JSON scalar (no decode to deliver it)."""
+    """One ``ctx.send`` (a plain class: one is built per message sent)."""
+
+    __slots__ = ("operation", "payload_json", "scalar", "target")
+
+    def __init__(
+        self, target: ActorId, operation: str, payload_json: bytes, scalar: Any = NOT_SCALAR
+    ) -> None:
+        self.target = target
+        self.operation = operation
+        self.payload_json = payload_json
+        self.scalar = scalar
+        """The payload itself when it is an immutable JSON scalar (no decode to deliver it)."""
 
 
 @dataclass(frozen=True, slots=True)

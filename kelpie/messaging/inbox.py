@@ -57,34 +57,58 @@ class Requeue(Exception):
 
 
 class Arrival:
-    """A message waiting in its target's mailbox, and how its deliverer hears the outcome."""
+    """A message waiting in its target's mailbox, and how its deliverer hears the outcome.
 
-    __slots__ = ("future", "message", "outcome")
+    The deliverer either awaits ``future`` (a pump) or is called back by
+    ``then`` with the arrival and its error (``None``: applied), synchronously,
+    from the target's worker right after the transaction that carried it
+    (a message handed straight over, ``Messenger``).
+    """
+
+    __slots__ = ("finished", "future", "message", "outcome", "then")
 
     def __init__(
-        self, message: Message, outcome: calls.Outcome, future: asyncio.Future[None]
+        self,
+        message: Message,
+        outcome: calls.Outcome,
+        future: asyncio.Future[None] | None = None,
+        then: Callable[[Arrival, Exception | None], None] | None = None,
     ) -> None:
         self.message = message
         self.outcome = outcome
         self.future = future
+        self.then = then
+        self.finished = False
+
+    @property
+    def waiting(self) -> bool:
+        """Its deliverer still waits for it (a pump may have given up)."""
+        return not self.finished and (self.future is None or not self.future.done())
 
     def settle(self) -> None:
         """The transaction that carried it committed: report its outcome."""
-        if not self.future.done():
-            gap = self.outcome.gap
-            if gap is not None:
-                self.future.set_exception(gap)
-            else:
-                self.future.set_result(None)
+        self._finish(self.outcome.gap)
 
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
+    def fail(self, exc: Exception) -> None:
+        self._finish(exc)
+
+    def _finish(self, exc: Exception | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        future = self.future
+        if future is not None and not future.done():
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+        if self.then is not None:
+            self.then(self, exc)
 
 
 def take(arrived: list[Arrival]) -> list[Arrival]:
     """Up to ``MAX_TOGETHER`` arrivals whose deliverer still waits, removed from ``arrived``."""
-    batch = [arrival for arrival in arrived[:MAX_TOGETHER] if not arrival.future.done()]
+    batch = [arrival for arrival in arrived[:MAX_TOGETHER] if arrival.waiting]
     del arrived[:MAX_TOGETHER]
     return batch
 
@@ -108,6 +132,17 @@ class Inboxes:
         self._arrive(message.target, Arrival(message, outcome, future))
         await future
 
+    def hand_over(
+        self, message: Message, then: Callable[[Arrival, Exception | None], None]
+    ) -> Arrival:
+        """Put ``message`` in its target's mailbox; ``then`` hears how it went (see ``Arrival``).
+
+        Raises at once what putting it there raises (no such actor type, a full mailbox).
+        """
+        arrival = Arrival(message, calls.Outcome(), None, then)
+        self._arrive(message.target, arrival)
+        return arrival
+
 
 async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Arrival]) -> None:
     """Each message as ``calls.deliver`` would, in ``ctx``'s transaction; a gap skips one."""
@@ -118,7 +153,7 @@ async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Ar
 async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
     """Deliver each message in its own transaction, in order; report each outcome."""
     for arrival in batch:
-        if arrival.future.done():
+        if not arrival.waiting:
             continue
         outcome = arrival.outcome
         outcome.applied, outcome.result, outcome.gap = False, None, None

@@ -126,7 +126,12 @@ class Mailbox:
         self.idle_since = None
         if not self._deliver_queued:
             self._deliver_queued = True
-            self._put(_DELIVER)
+            if self._items:
+                self._put(_DELIVER)  # behind what is queued; a user call there takes them
+            else:
+                # The worker is idle: give its caller a turn to queue a call that then
+                # carries the messages, rather than waking the worker for the marker.
+                self._loop.call_soon(self._put, _DELIVER)
 
     def renew(self) -> None:
         """Queue a lease renewal; skipped when the queue is full of calls (they renew)."""

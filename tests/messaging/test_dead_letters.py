@@ -30,6 +30,9 @@ class Poisoned(Actor[Ledger]):
         ctx.state.balance += 1000
         raise RuntimeError(f"poisoned run {Poisoned.runs}")
 
+    async def send_lone_poison(self, ctx: ActorContext[Ledger], payload: str) -> None:
+        ctx.send(acct(payload), "poison", None)
+
     async def send_credit(self, ctx: ActorContext[Ledger], payload: str) -> None:
         ctx.send(acct(payload), "credit", 1)
 
@@ -93,6 +96,28 @@ async def test_attempts_at_a_poison_message_survive_a_restart_of_the_runtime(
     assert raw is not None and b"poisoned run" in raw
     # the count is gone with the message it counted
     assert await storage.get(acct("b"), records.failures_key(records.tag(acct("a")))) is None
+
+
+@on_backends
+async def test_a_lone_poison_message_runs_exactly_max_attempts_times(storage: Storage) -> None:
+    # A lone new message is handed straight to its target (no pump); its first
+    # failure must be counted like every later one, or it runs once too often.
+    Poisoned.runs = 0
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("a"), "send_lone_poison", "b")
+
+        async def dead_lettered() -> bool:
+            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
+
+        await settle(dead_lettered)
+        assert Poisoned.runs == MAX_ATTEMPTS
+        await rt.invoke(acct("a"), "send_credit", "b")
+
+        async def credited() -> bool:
+            return bool(await rt.invoke(acct("b"), "balance") == 1)
+
+        await settle(credited)  # the poison's state changes never stuck; the credit did
+    assert Poisoned.runs == MAX_ATTEMPTS
 
 
 @on_backends
