@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -119,8 +120,8 @@ class Messenger:
         self._acked: dict[ActorId, set[bytes]] = {}
         self._attempts: dict[tuple[ActorId, bytes], int] = {}
         self._pumps: dict[ActorId, asyncio.Task[None]] = {}
-        self._handed: dict[ActorId, Arrival] = {}
-        """Per sender: the one message handed straight to its target, not yet applied."""
+        self._failures: dict[ActorId, list[tuple[Message, Exception]]] = {}
+        """Per sender: handed-over messages that failed, for a pump once all have landed."""
         self._cleanups: dict[ActorId, asyncio.TimerHandle] = {}
         self._cleaning: set[asyncio.Task[None]] = set()
         self.inboxes = Inboxes(services.arrive)
@@ -208,7 +209,11 @@ class Messenger:
 
     def pumping(self, sender: ActorId) -> bool:
         """Something of this runtime is delivering ``sender``'s messages."""
-        return sender in self._pumps or sender in self._handed
+        return sender in self._pumps or self._in_flight(sender)
+
+    def _in_flight(self, sender: ActorId) -> bool:
+        pending = self._pending.get(sender)
+        return pending is not None and any(m.flight is not None for m in pending.values())
 
     def enqueue(self, sender: ActorId, messages: list[Message]) -> None:
         if not messages or self.closing:
@@ -217,47 +222,69 @@ class Messenger:
         pending = self._pending.setdefault(sender, {})
         for message in messages:
             pending.setdefault(message.key, message)
-        if sender not in self._pumps and sender not in self._handed:
-            self._next(sender, pending)
+        self._hand(sender)
 
-    def _next(self, sender: ActorId, pending: dict[bytes, Message]) -> None:
-        """Deliver ``pending``: a lone new message straight to its target, else by a pump.
+    def _hand(self, sender: ActorId) -> None:
+        """Hand each target's next pending message straight to it, unless a pump has them.
 
         Straight: no task and no wake-up of one; the target's worker calls
-        ``_landed`` once the transaction that carried the message is over.
-        Anything that needs ordering, retries or a read-back outbox's
-        bookkeeping goes to the pump.
+        ``_landed`` once the transaction that carried the message is over
+        (``message.flight`` is set meanwhile). One message per target is in
+        flight at a time, so each target gets the sender's messages in order.
+        A pump takes over, once nothing is in flight, whatever needs retries,
+        attempt counting or a read-back outbox's first attempt.
         """
+        pending = self._pending.get(sender)
+        if not pending or sender in self._pumps or sender in self._failures:
+            return
         if len(pending) == 1:
-            (message,) = pending.values()
-            if not message.recovered:
-                try:
-                    self._handed[sender] = self.inboxes.hand_over(message, self._landed)
-                    return
-                except Exception:
-                    pass  # the pump tries again, and reports or retries what this raised
-        self._start_pump(sender, None)
+            messages: Iterable[Message] = pending.values()  # the common case
+            busy: set[bytes] | None = None
+        else:  # keys sort by target tag, then seq: each target's in send order
+            messages = [pending[key] for key in sorted(pending)]
+            busy = {m.key[1:17] for m in messages if m.flight is not None}
+        for message in messages:
+            if message.recovered:
+                if not busy and message.flight is None:
+                    self._start_pump(sender, [])
+                return
+        for message in messages:
+            if message.flight is not None:
+                continue
+            if busy is not None:
+                target_tag = message.key[1:17]
+                if target_tag in busy:
+                    continue
+                busy.add(target_tag)
+            try:
+                message.flight = self.inboxes.hand_over(message, self._landed)
+            except Exception as exc:
+                self._failures[sender] = [(message, exc)]  # the pump retries or reports it
+                if not busy:
+                    self._start_pump(sender, self._failures.pop(sender))
+                return
 
     def _landed(self, arrival: Arrival, error: Exception | None) -> None:
         """A message handed straight over was applied (``error`` None) or was not."""
         message = arrival.message
+        message.flight = None
         sender = message.sender
-        if self._handed.get(sender) is arrival:
-            del self._handed[sender]
-        if error is not None:
-            self._start_pump(sender, (message, error))  # it retries, counts, dead-letters
-            return
         pending = self._pending.get(sender)
-        self._delivered(sender, {} if pending is None else pending, message)
-        if pending:
-            if sender not in self._pumps:
-                self._next(sender, pending)
+        if error is not None:
+            self._failures.setdefault(sender, []).append((message, error))
+        else:
+            self._delivered(sender, {} if pending is None else pending, message)
+        if sender in self._failures:
+            if not self._in_flight(sender):  # the last in flight: the pump takes over
+                self._start_pump(sender, self._failures.pop(sender))
             return
-        if pending is not None:
+        if pending:
+            self._hand(sender)
+        elif pending is not None:
             del self._pending[sender]
-        self._cleanup_later(sender)
+            self._cleanup_later(sender)
 
-    def _start_pump(self, sender: ActorId, failed: tuple[Message, Exception] | None) -> None:
+    def _start_pump(self, sender: ActorId, failed: list[tuple[Message, Exception]]) -> None:
         task = asyncio.get_running_loop().create_task(
             self._pump(sender, failed), name=f"kelpie-pump-{sender}", context=_clean_context()
         )
@@ -270,15 +297,15 @@ class Messenger:
         if not task.cancelled() and task.exception() is not None:
             log.warning("delivery of %s's outbox failed", sender, exc_info=task.exception())
 
-    async def _pump(self, sender: ActorId, failed: tuple[Message, Exception] | None) -> None:
-        """Deliver ``sender``'s pending messages; first ``failed``'s, whose delivery raised."""
+    async def _pump(self, sender: ActorId, failed: list[tuple[Message, Exception]]) -> None:
+        """Deliver ``sender``'s pending messages; first those whose delivery raised (``failed``)."""
         try:
             going = True
-            if failed is not None:
-                message, error = failed
-                pending = self._pending.get(sender, {})
+            pending = self._pending.get(sender, {})
+            for message, error in sorted(failed, key=lambda pair: pair[0].key):
                 # Not delivered: later messages to its target wait (the sweep tries again).
-                going = await self._deliver_in_order(sender, pending, [message], error)
+                if not await self._deliver_in_order(sender, pending, [message], error):
+                    going = False
             if going:
                 await self._deliver_pending(sender)
         finally:
@@ -544,13 +571,18 @@ class Messenger:
             handle.cancel()
         self._cleanups.clear()
         # Delivering what is pending may hand messages over or start pumps: until all landed.
-        while self._pumps or self._cleaning or self._handed:
+        loop = asyncio.get_running_loop()
+        while True:
             running: list[asyncio.Future[Any]] = [*self._pumps.values(), *self._cleaning]
-            loop = asyncio.get_running_loop()
-            for arrival in self._handed.values():
-                if arrival.future is None:
-                    arrival.future = loop.create_future()
-                running.append(arrival.future)
+            for pending in self._pending.values():
+                for message in pending.values():
+                    arrival = message.flight
+                    if arrival is not None:
+                        if arrival.future is None:
+                            arrival.future = loop.create_future()
+                        running.append(arrival.future)
+            if not running:
+                break
             await asyncio.gather(*running, return_exceptions=True)
 
 

@@ -25,11 +25,14 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kelpie.actor.codec import decode_json, encode_json
 from kelpie.errors import CorruptStateError
 from kelpie.identity import ActorId
+
+if TYPE_CHECKING:
+    from kelpie.messaging.inbox import Arrival
 
 __all__ = [
     "INDEX_NAMESPACE",
@@ -179,6 +182,7 @@ class Message:
         "_payload_json",
         "_scalar",
         "attempted",
+        "flight",
         "key",
         "operation",
         "recovered",
@@ -211,6 +215,8 @@ class Message:
         """Read back from a stored outbox (a sweep): its delivery may have been cut short."""
         self.attempted = False
         """An attempt at it was recorded at the target (``f``): delivering it clears that."""
+        self.flight: Arrival | None = None
+        """While handed straight to its target: its ``Arrival`` (``kelpie.messaging.delivery``)."""
 
     @property
     def payload(self) -> Any:

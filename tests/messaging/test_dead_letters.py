@@ -33,6 +33,12 @@ class Poisoned(Actor[Ledger]):
     async def send_lone_poison(self, ctx: ActorContext[Ledger], payload: str) -> None:
         ctx.send(acct(payload), "poison", None)
 
+    async def send_spread(self, ctx: ActorContext[Ledger], payload: list[str]) -> None:
+        poisoned, other = payload
+        ctx.send(acct(poisoned), "poison", None)
+        ctx.send(acct(other), "credit", 1)
+        ctx.send(acct(poisoned), "credit", 10)  # after the poison, in order
+
     async def send_credit(self, ctx: ActorContext[Ledger], payload: str) -> None:
         ctx.send(acct(payload), "credit", 1)
 
@@ -117,6 +123,34 @@ async def test_a_lone_poison_message_runs_exactly_max_attempts_times(storage: St
             return bool(await rt.invoke(acct("b"), "balance") == 1)
 
         await settle(credited)  # the poison's state changes never stuck; the credit did
+    assert Poisoned.runs == MAX_ATTEMPTS
+
+
+@on_backends
+async def test_a_poison_among_messages_in_flight_to_several_targets_is_counted_and_ordered(
+    storage: Storage,
+) -> None:
+    # One commit sends to two targets: the first message to each is handed over at
+    # once; the poison fails while the other may still be in flight, and the credit
+    # behind it waits for its dead letter.
+    Poisoned.runs = 0
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("a"), "send_spread", ["b", "c"])
+
+        async def dead_lettered() -> bool:  # read from storage: a call on b would carry it
+            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
+
+        await settle(dead_lettered)
+        assert Poisoned.runs == MAX_ATTEMPTS
+
+        async def settled() -> bool:
+            return bool(
+                await rt.invoke(acct("b"), "balance") == 10
+                and await rt.invoke(acct("c"), "balance") == 1
+            )
+
+        await settle(settled)
+        assert await rt.invoke(acct("c"), "balance") == 1  # once
     assert Poisoned.runs == MAX_ATTEMPTS
 
 
