@@ -258,10 +258,11 @@ class Messenger:
                 busy.add(target_tag)
             try:
                 message.flight = self.inboxes.hand_over(message, self._landed)
-            except Exception as exc:
-                self._failures[sender] = [(message, exc)]  # the pump retries or reports it
-                if not busy:
-                    self._start_pump(sender, self._failures.pop(sender))
+            except Exception as exc:  # the pump retries or reports it
+                if self._in_flight(sender):  # once the last flight has landed
+                    self._failures[sender] = [(message, exc)]
+                else:
+                    self._start_pump(sender, [(message, exc)])
                 return
 
     def _landed(self, arrival: Arrival, error: Exception | None) -> None:
@@ -322,7 +323,7 @@ class Messenger:
         pending = self._pending.get(sender)
         stuck = False
         while pending:
-            if len(pending) == 1:  # the common case: one message, nothing to order
+            if len(pending) == 1:  # one message: nothing to order, no task
                 (message,) = pending.values()
                 if not await self._deliver_in_order(sender, pending, [message]):
                     stuck = True

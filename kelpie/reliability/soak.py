@@ -39,7 +39,8 @@ from kelpie.reliability.hostile import Fuzzer, password_leaks, wrong_passwords
 from kelpie.reliability.lmdb_kills import kill_writers, two_writers
 from kelpie.reliability.redis_cuts import CutReport, cut_commits, ledger_through_cuts
 from kelpie.reliability.redis_restarts import ledger_through_restarts, outage
-from kelpie.testing.redis_server import RedisServer, _free_port
+from kelpie.testing.ports import free_port
+from kelpie.testing.redis_server import RedisServer
 from kelpie.testing.tcp_proxy import CutPoint
 
 __all__ = ["Row", "main", "run_soak"]
@@ -204,7 +205,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
         wrong = wrong_passwords(max(5, args.fuzz // 500), random.Random(seed))
         with RedisServer(workdir / "redis-pw", password=right) as server:
             count, leaks = asyncio.run(
-                password_leaks(server.port, right, wrong, down_port=_free_port())
+                password_leaks(server.port, right, wrong, down_port=free_port())
             )
         result.add(Row("Redis passwords: right, wrong, server down", count, len(leaks)), leaks)
 

@@ -23,7 +23,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 from urllib.parse import quote
 
+from kelpie.testing.ports import free_port
 from kelpie.testing.redis_server import signal_and_wait
 
 __all__ = ["PostgresServer", "find_bin", "missing_postgres"]
@@ -62,13 +62,6 @@ def missing_postgres() -> str | None:
     if find_bin("initdb") is None or find_bin("postgres") is None:
         return "PostgreSQL is not installed (no initdb): apt-get install postgresql"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -110,7 +103,7 @@ class PostgresServer:
     """One PostgreSQL server on ``127.0.0.1:port`` with its data in a temporary directory."""
 
     def __init__(self, *, port: int | None = None, settings: dict[str, str] | None = None) -> None:
-        self.port = port if port is not None else _free_port()
+        self.port = port if port is not None else free_port()
         self.password = secrets.token_urlsafe(12)
         self.settings = {
             "fsync": "on",

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from kelpie.testing.ports import free_ports
 from kelpie.testing.redis_server import RedisServer
 
 __all__ = ["ClusterNode", "RedisCluster", "cluster_command", "key_slot", "wait_replicated"]
@@ -35,34 +36,6 @@ def key_slot(key: bytes) -> int:
     from redis.crc import key_slot as _slot
 
     return int(_slot(key))
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` loopback ports whose cluster bus ports (+10000) are free as well."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port + _BUS_OFFSET < 65536 and port not in ports and _port_free(port + _BUS_OFFSET):
-            ports.append(port)
-        elif port + _BUS_OFFSET >= 65536:
-            # Ephemeral ports are high; fall back to a scan of a lower range.
-            for candidate in range(20000 + os.getpid() % 20000, 55000, 7):
-                free = _port_free(candidate) and _port_free(candidate + _BUS_OFFSET)
-                if candidate not in ports and free:
-                    ports.append(candidate)
-                    break
-    return ports
 
 
 def _encode(*parts: bytes) -> bytes:
@@ -163,7 +136,7 @@ class RedisCluster:
         if masters < 3:
             raise ValueError("Redis Cluster needs at least 3 masters")
         self.directory = Path(directory)
-        ports = _free_ports(masters * (1 + replicas))
+        ports = free_ports(masters * (1 + replicas), partner_offset=_BUS_OFFSET)
         self.replicas_per_master = replicas
         self.nodes = [
             ClusterNode(self.directory / f"node-{port}", port, node_timeout_ms=node_timeout_ms)

@@ -19,17 +19,12 @@ from types import TracebackType
 from typing import IO, Self
 from urllib.parse import quote
 
+from kelpie.testing.ports import free_port
+
 __all__ = ["RedisServer", "signal_and_wait"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def signal_and_wait(process: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
@@ -64,7 +59,7 @@ class RedisServer:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, got {appendfsync!r}")
         self.directory = Path(directory)
-        self.port = port if port is not None else _free_port()
+        self.port = port if port is not None else free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kelpie import Actor, ActorContext, Runtime, Storage
+from kelpie import Actor, ActorContext, ActorId, Runtime, Storage
 from kelpie.messaging import calls, records
 from kelpie.messaging.delivery import MAX_ATTEMPTS
 from tests.messaging.actors import Ledger, acct, settle
@@ -42,6 +42,10 @@ class Poisoned(Actor[Ledger]):
     async def send_credit(self, ctx: ActorContext[Ledger], payload: str) -> None:
         ctx.send(acct(payload), "credit", 1)
 
+    async def send_two_late(self, ctx: ActorContext[Ledger], payload: None) -> None:
+        ctx.send(_LATE, "credit", 1)  # no actor type serves "late" yet: handing it over raises
+        ctx.send(_LATE, "credit", 2)
+
     async def credit(self, ctx: ActorContext[Ledger], payload: int) -> None:
         ctx.state.balance += payload
 
@@ -56,10 +60,18 @@ class Poisoned(Actor[Ledger]):
         raise RuntimeError(f"exploded fire {Poisoned.fires}")
 
 
+_LATE = ActorId("late", "x")
+
+
 def _runtime(storage: Storage) -> Runtime:
     rt = Runtime(storage, invocation_timeout=5.0)
     rt.register("acct", Poisoned)
     return rt
+
+
+async def _dead_lettered(storage: Storage, target: ActorId) -> bool:
+    """Read from storage: a call on the target would carry the pending messages itself."""
+    return bool(await storage.list_keys(target, records.DEAD_LETTER))
 
 
 async def _recorded_attempts(storage: Storage) -> int:
@@ -85,11 +97,7 @@ async def test_attempts_at_a_poison_message_survive_a_restart_of_the_runtime(
     assert await _recorded_attempts(storage) == before_restart
 
     async with _runtime(storage) as rt:  # its sweep finds a's outbox and goes on counting
-
-        async def dead_lettered() -> bool:
-            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
-
-        await settle(dead_lettered)
+        await settle(lambda: _dead_lettered(storage, acct("b")))
         assert Poisoned.runs == MAX_ATTEMPTS  # not MAX_ATTEMPTS more after the restart
 
         async def credited() -> bool:
@@ -112,10 +120,7 @@ async def test_a_lone_poison_message_runs_exactly_max_attempts_times(storage: St
     async with _runtime(storage) as rt:
         await rt.invoke(acct("a"), "send_lone_poison", "b")
 
-        async def dead_lettered() -> bool:
-            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
-
-        await settle(dead_lettered)
+        await settle(lambda: _dead_lettered(storage, acct("b")))
         assert Poisoned.runs == MAX_ATTEMPTS
         await rt.invoke(acct("a"), "send_credit", "b")
 
@@ -137,10 +142,7 @@ async def test_a_poison_among_messages_in_flight_to_several_targets_is_counted_a
     async with _runtime(storage) as rt:
         await rt.invoke(acct("a"), "send_spread", ["b", "c"])
 
-        async def dead_lettered() -> bool:  # read from storage: a call on b would carry it
-            return bool(await storage.list_keys(acct("b"), records.DEAD_LETTER))
-
-        await settle(dead_lettered)
+        await settle(lambda: _dead_lettered(storage, acct("b")))
         assert Poisoned.runs == MAX_ATTEMPTS
 
         async def settled() -> bool:
@@ -152,6 +154,23 @@ async def test_a_poison_among_messages_in_flight_to_several_targets_is_counted_a
         await settle(settled)
         assert await rt.invoke(acct("c"), "balance") == 1  # once
     assert Poisoned.runs == MAX_ATTEMPTS
+
+
+@on_backends
+async def test_a_hand_over_that_raises_with_more_pending_is_retried(storage: Storage) -> None:
+    # Two messages to one target whose type is not registered yet: handing the
+    # first over raises with nothing in flight, so a pump must take it over (it
+    # once waited for a flight that would never land) and deliver both once the
+    # type is registered.
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("a"), "send_two_late", None)
+        rt.register("late", Poisoned)
+
+        async def emptied() -> bool:
+            return bool(await storage.list_keys(acct("a"), records.OUTBOX) == [])
+
+        await settle(emptied)
+        assert await rt.invoke(_LATE, "balance") == 3
 
 
 @on_backends

@@ -21,8 +21,9 @@ from kelpie.identity import ActorId
 from kelpie.reliability.hostile import Fuzzer, password_leaks, wrong_passwords
 from kelpie.storage.memory import MemoryStorage
 from kelpie.storage.registry import open_storage
+from kelpie.testing.ports import free_port
 from kelpie.testing.postgres_server import SUPERUSER, PostgresServer, missing_postgres
-from kelpie.testing.redis_server import RedisServer, _free_port
+from kelpie.testing.redis_server import RedisServer
 
 from .conftest import needs_redis
 
@@ -117,7 +118,7 @@ async def test_wrong_redis_passwords_are_config_errors_and_never_leak(
     wrong = wrong_passwords(20, random.Random(5))
     caplog.set_level(logging.DEBUG)
     with RedisServer(tmp_path / "pw", password=right) as server:
-        inputs, violations = await password_leaks(server.port, right, wrong, down_port=_free_port())
+        inputs, violations = await password_leaks(server.port, right, wrong, down_port=free_port())
     assert inputs == len(wrong) + 2
     assert violations == []
     logged: list[Any] = [r.getMessage() for r in caplog.records]
@@ -136,7 +137,7 @@ async def test_wrong_postgres_passwords_are_config_errors_and_never_leak(
         postgres_server.port,
         right,
         wrong,
-        down_port=_free_port(),
+        down_port=free_port(),
         scheme="postgresql",
         user=SUPERUSER,
     )
