@@ -219,10 +219,17 @@ class Messenger:
         if not messages or self.closing:
             return
         self.used = True
-        pending = self._pending.setdefault(sender, {})
+        acked = self._acked.get(sender, ())
+        pending = None
         for message in messages:
-            pending.setdefault(message.key, message)
-        self._hand(sender)
+            if message.key in acked:  # read back, delivered since: it is only to be deleted
+                self._cleanup_later(sender)
+            else:
+                if pending is None:
+                    pending = self._pending.setdefault(sender, {})
+                pending.setdefault(message.key, message)
+        if pending is not None:
+            self._hand(sender)
 
     def _hand(self, sender: ActorId) -> None:
         """Hand each target's next pending message straight to it, unless a pump has them.
@@ -299,48 +306,46 @@ class Messenger:
             log.warning("delivery of %s's outbox failed", sender, exc_info=task.exception())
 
     async def _pump(self, sender: ActorId, failed: list[tuple[Message, Exception]]) -> None:
-        """Deliver ``sender``'s pending messages; first those whose delivery raised (``failed``)."""
+        """Deliver ``sender``'s pending messages; first those whose delivery raised (``failed``).
+
+        One pass: what is enqueued meanwhile is handed straight over once the
+        pump is done, unless a target had to wait (the sweep or the sender's
+        next commit tries again; an immediate retry could spin).
+        """
+        stuck = False
         try:
-            going = True
             pending = self._pending.get(sender, {})
             for message, error in sorted(failed, key=lambda pair: pair[0].key):
                 # Not delivered: later messages to its target wait (the sweep tries again).
                 if not await self._deliver_in_order(sender, pending, [message], error):
-                    going = False
-            if going:
-                await self._deliver_pending(sender)
+                    stuck = True
+            if not stuck:
+                stuck = await self._deliver_pending(sender)
         finally:
             # Now, not in a done callback: a message enqueued from here on needs a new pump.
             if self._pumps.get(sender) is asyncio.current_task():
                 del self._pumps[sender]
+        if not stuck:
+            self._hand(sender)
+        if not self._pending.get(sender, True):
+            del self._pending[sender]
         self._cleanup_later(sender)
 
     async def _deliver_pending(self, sender: ActorId) -> bool:
-        """Deliver what is pending for ``sender``; True if some target must wait.
+        """Deliver what is pending for ``sender`` now; True if some target must wait.
 
         Each target's messages go in send order, different targets' at once.
         """
         pending = self._pending.get(sender)
-        stuck = False
-        while pending:
-            if len(pending) == 1:  # one message: nothing to order, no task
-                (message,) = pending.values()
-                if not await self._deliver_in_order(sender, pending, [message]):
-                    stuck = True
-                    break
-                continue
-            # Keys sort by target tag then seq: each target's messages in send order.
-            by_target: dict[bytes, list[Message]] = {}
-            for key in sorted(pending):
-                by_target.setdefault(key[1:17], []).append(pending[key])
-            chains = [self._deliver_in_order(sender, pending, m) for m in by_target.values()]
-            delivered = [await chains[0]] if len(chains) == 1 else await asyncio.gather(*chains)
-            if not any(delivered):
-                stuck = True
-                break  # every target is stuck: the sweep tries again later
-        if not pending and self._pending.get(sender) is pending:
-            del self._pending[sender]
-        return stuck
+        if not pending:
+            return False
+        # Keys sort by target tag then seq: each target's messages in send order.
+        by_target: dict[bytes, list[Message]] = {}
+        for key in sorted(pending):
+            by_target.setdefault(key[1:17], []).append(pending[key])
+        chains = [self._deliver_in_order(sender, pending, m) for m in by_target.values()]
+        delivered = [await chains[0]] if len(chains) == 1 else await asyncio.gather(*chains)
+        return not all(delivered)
 
     async def _deliver_in_order(
         self,
@@ -349,18 +354,16 @@ class Messenger:
         messages: list[Message],
         error: Exception | None = None,
     ) -> bool:
-        """Deliver ``messages`` (one target's) in order; True if any was delivered.
+        """Deliver ``messages`` (one target's) in order; True if all were delivered.
 
         ``error``: what the first one's delivery raised already (``_deliver``).
         """
-        delivered_any = False
         for message in messages:
             if not await self._deliver(message, error):
-                break  # later messages to this target must wait for this one
+                return False  # later messages to this target must wait for this one
             error = None
-            delivered_any = True
             self._delivered(sender, pending, message)
-        return delivered_any
+        return True
 
     def _delivered(self, sender: ActorId, pending: dict[bytes, Message], message: Message) -> None:
         """``message`` was applied: no longer pending; its outbox entry can go."""
