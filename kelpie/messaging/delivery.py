@@ -476,13 +476,23 @@ class Messenger:
 
     async def _dead_letter(self, message: Message, attempts: int, error: str) -> bool:
         """Store ``message`` as a dead letter at its target (counted by this runtime)."""
-        _log_dead_letter(message, attempts, error)
         outcome = calls.Outcome()
         try:
             await self.services.submit(message.target, calls.dead_letter(message, error, outcome))
-        except Exception:
-            log.warning("dead-lettering %r failed", message, exc_info=True)
+        except Exception as exc:
+            # Not "stored as a dead letter": it stays in the outbox and is retried.
+            log.warning(
+                "message %r failed %d times (%s); storing it as a dead letter at %s failed "
+                "too (%s: %s); retried later",
+                message,
+                attempts,
+                error,
+                message.target,
+                type(exc).__name__,
+                exc,
+            )
             return False
+        _log_dead_letter(message, attempts, error)
         self._attempts.pop((message.sender, message.key), None)
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, ClassVar
 
 import pytest
@@ -41,6 +42,9 @@ class Poisoned(Actor[Ledger]):
 
     async def send_credit(self, ctx: ActorContext[Ledger], payload: str) -> None:
         ctx.send(acct(payload), "credit", 1)
+
+    async def send_nowhere(self, ctx: ActorContext[Ledger], payload: None) -> None:
+        ctx.send(ActorId("nowhere", "x"), "credit", 1)  # no actor type will ever serve it
 
     async def send_two_late(self, ctx: ActorContext[Ledger], payload: None) -> None:
         ctx.send(_LATE, "credit", 1)  # no actor type serves "late" yet: handing it over raises
@@ -171,6 +175,24 @@ async def test_a_hand_over_that_raises_with_more_pending_is_retried(storage: Sto
 
         await settle(emptied)
         assert await rt.invoke(_LATE, "balance") == 3
+
+
+@on_backends
+async def test_a_message_no_runtime_can_dead_letter_is_not_logged_as_one(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its target's type is registered nowhere: the dead letter cannot be stored
+    # either, so the message stays in the outbox and the log must say so.
+    caplog.set_level(logging.WARNING, "kelpie.messaging")
+    async with _runtime(storage) as rt:
+        await rt.invoke(acct("a"), "send_nowhere", None)
+
+        async def reported() -> bool:
+            return any("storing it as a dead letter" in r.getMessage() for r in caplog.records)
+
+        await settle(reported)
+    assert not any("stored as a dead letter" in r.getMessage() for r in caplog.records)
+    assert len(await storage.list_keys(acct("a"), records.OUTBOX)) == 1  # kept, retried later
 
 
 @on_backends
