@@ -597,7 +597,11 @@ class Messenger:
                         running.append(arrival.future)
             if not running:
                 break
-            await asyncio.gather(*running, return_exceptions=True)
+            # Not gather: a cancel of close() must not cancel the deliveries too.
+            await asyncio.wait(running)
+            for future in running:
+                if not future.cancelled():
+                    future.exception()  # retrieved: each was reported where it happened
 
 
 def _log_dead_letter(message: Message, attempts: int, error: str) -> None:

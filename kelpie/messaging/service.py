@@ -329,14 +329,21 @@ class Services:
         return True
 
     async def close(self) -> None:
-        """Stop the sweeps; deliver what is pending (without retrying failures)."""
-        if self.closed:
-            return
+        """Stop the sweeps; deliver what is pending (without retrying failures).
+
+        Idempotent; a close that was itself cancelled raises ``CancelledError``
+        and a later close finishes the job.
+        """
         self.closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        task = self._task
+        if task is not None and not task.done():
+            if not task.cancelling():  # a second cancel would cut its cleanup short
+                task.cancel()
+            # Not ``await task``: its CancelledError would be indistinguishable
+            # from a cancel of close() itself, which must reach the caller.
+            await asyncio.wait({task})
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.warning("the messaging sweep ended with an error", exc_info=task.exception())
         await self.messenger.close()
         firing = list(self._firing.values())
         if firing:

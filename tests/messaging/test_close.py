@@ -43,3 +43,43 @@ async def test_close_does_not_wait_out_the_sweeps_poll_when_a_client_eats_its_ca
     assert closing in done, "close() waited for the sweep's next poll"
     await closing
     assert rt._messaging._task is not None and rt._messaging._task.done()
+
+
+class SlowToStopStorage(StorageWrapper):
+    """``list_actors`` waits; cancelled, it takes a while to clean up, then stops."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.entered = asyncio.Event()
+        self.stopped = asyncio.Event()
+
+    async def list_actors(
+        self, namespace: str | None = None, *, after: ActorId | None = None, limit: int = 1000
+    ) -> list[ActorId]:
+        self.entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)  # a slow cleanup
+            self.stopped.set()
+            raise
+        return []
+
+
+async def test_a_cancelled_close_raises_and_a_later_close_finishes() -> None:
+    storage = SlowToStopStorage(MemoryStorage())
+    rt = Runtime(storage)
+    rt.register("acct", Account)
+    await rt.invoke(ActorId("acct", "a"), "deposit", 1)  # starts the sweep
+    await asyncio.wait_for(storage.entered.wait(), 10)
+    closing = asyncio.create_task(rt.close())
+    await asyncio.sleep(0.05)  # close() waits for the sweep to stop
+    closing.cancel()
+    # The cancel of close() itself reaches its caller (it was swallowed once,
+    # with the sweep's own CancelledError), without waiting for the sweep.
+    done, _ = await asyncio.wait({closing}, timeout=0.3)
+    assert closing in done and closing.cancelled()
+    assert not storage.stopped.is_set()
+    await rt.close()  # finishes the job
+    assert storage.stopped.is_set()
+    assert rt._messaging._task is not None and rt._messaging._task.done()
