@@ -55,11 +55,23 @@ class ActorId(_Derived):
     id: str
 
     def __post_init__(self) -> None:
-        ns = _checked_part("namespace", self.namespace)
-        ident = _checked_part("id", self.id)
-        object.__setattr__(self, "_encoded", bytes((len(ns),)) + ns + bytes((len(ident),)) + ident)
-        # Ids are dict keys on every invocation's path: hash once.
-        object.__setattr__(self, "_hash", hash((self.namespace, self.id)))
+        namespace, ident = self.namespace, self.id
+        # The common case in one test: ASCII str parts have as many UTF-8 bytes
+        # as characters. Anything else gets every check and its named error.
+        if not (
+            type(namespace) is str
+            and type(ident) is str
+            and 0 < len(namespace) <= MAX_ID_PART_BYTES
+            and 0 < len(ident) <= MAX_ID_PART_BYTES
+            and namespace.isascii()
+            and ident.isascii()
+        ):
+            _checked_part("namespace", namespace)
+            _checked_part("id", ident)
+        # Ids are dict keys on every invocation's path: hash once. The encoding
+        # waits for its first use (``encode``): most ids built by handlers are
+        # only looked up.
+        object.__setattr__(self, "_hash", hash((namespace, ident)))
 
     def __eq__(self, other: object) -> bool:
         # What the dataclass would generate, with the cheap checks first: ids are
@@ -91,7 +103,7 @@ class ActorId(_Derived):
         """
         try:
             return self._encoded
-        except AttributeError:  # built in bulk by a listing: encode on first use
+        except AttributeError:  # encoded on first use
             ns, ident = self.namespace.encode(), self.id.encode()
             value = bytes((len(ns),)) + ns + bytes((len(ident),)) + ident
             object.__setattr__(self, "_encoded", value)

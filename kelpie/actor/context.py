@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 from kelpie.actor.keys import USER, user_key, user_prefix
 from kelpie.identity import ActorId
 from kelpie.messaging.effects import Effects
-from kelpie.storage.base import BufferedTransaction
+from kelpie.storage.base import buffered_setter
 from kelpie.storage.protocol import Transaction
 
 __all__ = ["ActorContext"]
@@ -50,11 +50,7 @@ class ActorContext(Generic[S]):
         """Marks read or written in this transaction: known once it commits."""
         # kelpie's own transactions buffer a write without a coroutine; any
         # other Transaction (a wrapper, one that overrides ``set``) goes through ``set``.
-        self._buffer_set = (
-            txn.buffer_set
-            if isinstance(txn, BufferedTransaction) and type(txn).set is BufferedTransaction.set
-            else None
-        )
+        self._buffer_set = buffered_setter(txn)
 
     async def kv_get(self, key: bytes) -> bytes | None:
         self.read = True

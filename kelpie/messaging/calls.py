@@ -27,6 +27,7 @@ from kelpie.storage.protocol import Transaction
 __all__ = [
     "GapError",
     "Special",
+    "apply_together",
     "begin_attempt",
     "cleanup",
     "dead_letter",
@@ -163,24 +164,30 @@ def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
     why) and the others still apply. A handler that raises aborts the whole
     transaction: the caller then delivers the messages one by one.
     """
-    tags = [records.tag(message.sender) for message, _ in batch]
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
-        txn = txn_of(ctx)
-        for (message, outcome), sender_tag in zip(batch, tags, strict=True):
-            mark = _known_mark(ctx, sender_tag)  # known: no coroutine to ask the store
-            if mark is None:
-                mark = await _read_mark(ctx, txn, message, sender_tag)
-            try:
-                if _next_after(message, mark) is None:
-                    continue
-            except GapError as gap:
-                outcome.gap = gap
-                continue
-            await _apply(actor, ctx, txn, message, outcome, sender_tag)
-        return None
+        await apply_together(actor, ctx, batch)
 
     return body
+
+
+async def apply_together(
+    actor: Actor[Any], ctx: ActorContext[Any], batch: list[tuple[Message, Outcome]]
+) -> None:
+    """``deliver_together``'s work in a transaction already running (a user's call's)."""
+    txn = txn_of(ctx)
+    for message, outcome in batch:
+        sender_tag = records.tag(message.sender)
+        mark = _known_mark(ctx, sender_tag)  # known: no coroutine to ask the store
+        if mark is None:
+            mark = await _read_mark(ctx, txn, message, sender_tag)
+        try:
+            if _next_after(message, mark) is None:
+                continue
+        except GapError as gap:
+            outcome.gap = gap
+            continue
+        await _apply(actor, ctx, txn, message, outcome, sender_tag)
 
 
 async def _apply(

@@ -43,6 +43,7 @@ from kelpie.messaging.effects import Send
 from kelpie.messaging.inbox import Arrival, Inboxes, Requeue
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
+from kelpie.storage.base import buffered_setter
 from kelpie.storage.protocol import Storage, Transaction
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class Messenger:
             deleted = sorted(acked & stored)
             for key in deleted:
                 await txn.delete(key)
+        buffer_set = buffered_setter(txn)  # kelpie's own transactions: no coroutine per write
         counters: dict[bytes, int] = {}
         messages: list[Message] = []
         added: list[bytes] = []
@@ -168,7 +170,11 @@ class Messenger:
             seq = last + 1
             counters[target_tag] = seq
             key = records.outbox_key(target_tag, seq)
-            await txn.set(key, Message.pack(send.target, send.operation, send.payload_json))
+            packed = Message.pack(send.target, send.operation, send.payload_json)
+            if buffer_set is not None:
+                buffer_set(key, packed)
+            else:
+                await txn.set(key, packed)
             added.append(key)
             messages.append(
                 Message(
@@ -182,7 +188,11 @@ class Messenger:
                 )
             )
         for target_tag, seq in counters.items():
-            await txn.set(records.counter_key(target_tag), records.seq_bytes(seq))
+            counter = records.counter_key(target_tag), records.seq_bytes(seq)
+            if buffer_set is not None:
+                buffer_set(*counter)
+            else:
+                await txn.set(*counter)
         if was_empty and messages:
             # Before the commit: a crash after it must leave the outbox findable (ADR 0018).
             await self.services.index_put(sender, records.INDEX_OUTBOX, version)
@@ -368,7 +378,11 @@ class Messenger:
     def _delivered(self, sender: ActorId, pending: dict[bytes, Message], message: Message) -> None:
         """``message`` was applied: no longer pending; its outbox entry can go."""
         pending.pop(message.key, None)
-        self._acked.setdefault(sender, set()).add(message.key)
+        acked = self._acked.get(sender)
+        if acked is None:
+            self._acked[sender] = {message.key}
+        else:
+            acked.add(message.key)
 
     async def _deliver(self, message: Message, error: Exception | None = None) -> bool:
         """Apply ``message`` at its target; False if it must wait (retried later).

@@ -147,7 +147,7 @@ class Inboxes:
 async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Arrival]) -> None:
     """Each message as ``calls.deliver`` would, in ``ctx``'s transaction; a gap skips one."""
     pairs = [(arrival.message, arrival.outcome) for arrival in batch]
-    await calls.deliver_together(pairs)(actor, ctx)
+    await calls.apply_together(actor, ctx, pairs)
 
 
 async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:

@@ -10,8 +10,9 @@ read-your-writes, last write wins, use after close) lives here once.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from kelpie.errors import StorageClosedError, TransactionClosedError, TransactionConflictError
 from kelpie.identity import ActorId
@@ -25,7 +26,7 @@ from kelpie.storage.limits import (
     check_value,
 )
 
-__all__ = ["BufferedTransaction", "StorageBase", "Writes"]
+__all__ = ["BufferedTransaction", "StorageBase", "Writes", "buffered_setter"]
 
 Writes = dict[bytes, bytes | None]
 """Buffered writes of a transaction: key -> new value, or ``None`` to delete."""
@@ -185,6 +186,17 @@ class BufferedTransaction(abc.ABC):
             self._open = False
             self._writes = {}
             await self._release()
+
+
+def buffered_setter(txn: Any) -> Callable[[bytes, bytes], None] | None:
+    """``txn.buffer_set`` if ``txn`` buffers a write without a coroutine, else ``None``.
+
+    kelpie's own transactions do; any other ``Transaction`` (a wrapper, one
+    that overrides ``set``) must be written through ``await txn.set``.
+    """
+    if isinstance(txn, BufferedTransaction) and type(txn).set is BufferedTransaction.set:
+        return txn.buffer_set
+    return None
 
 
 class StorageBase(abc.ABC):

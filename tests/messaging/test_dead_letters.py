@@ -200,13 +200,13 @@ async def test_messages_reaching_a_busy_target_share_a_commit_and_a_poison_one_f
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     together: list[int] = []
-    deliver_together = calls.deliver_together
+    apply_together = calls.apply_together
 
-    def counting(batch: list[tuple[Any, calls.Outcome]]) -> calls.Special:
-        together.append(len(batch))
-        return deliver_together(batch)
+    async def counting(actor: Any, ctx: Any, batch: list[tuple[Any, calls.Outcome]]) -> None:
+        together.append(len(batch))  # carried by a user's call, or a commit of their own
+        await apply_together(actor, ctx, batch)
 
-    monkeypatch.setattr(calls, "deliver_together", counting)
+    monkeypatch.setattr(calls, "apply_together", counting)
     Poisoned.runs = 0
     senders = [acct(f"s{n}") for n in range(20)]
     async with _runtime(storage) as rt:
