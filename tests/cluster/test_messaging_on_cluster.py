@@ -439,7 +439,16 @@ async def _cancel_on_a_lagging_master(
         for namespace in NAMESPACES:
             runtime.register(namespace, Teller)
         due_at = time.monotonic() + DUE
-        await runtime.invoke(actor, "remind", {"name": "r", "after": DUE}, idempotency_key="set")
+        for attempt in range(20):  # the index shard may sit on a master still resyncing a
+            try:  # replica after the previous round's failover: its WAIT can time out
+                await runtime.invoke(
+                    actor, "remind", {"name": "r", "after": DUE}, idempotency_key="set"
+                )
+                break
+            except CommitOutcomeUnknownError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.25)  # the same key: a retry that landed replays
         await asyncio.to_thread(wait_replicated, cluster, master, replica)
         cluster.node(replica).pause()
         assert cluster_command(master, "CLIENT", "KILL", "TYPE", "replica") == "1"
