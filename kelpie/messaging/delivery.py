@@ -154,10 +154,10 @@ class Messenger:
             deleted = sorted(acked & stored)
             for key in deleted:
                 await txn.delete(key)
-        buffer_set = buffered_setter(txn)  # kelpie's own transactions: no coroutine per write
         counters: dict[bytes, int] = {}
         messages: list[Message] = []
         added: list[bytes] = []
+        writes: list[tuple[bytes, bytes]] = []
         for send in sends:
             target_tag = records.tag(send.target)
             last = counters.get(target_tag)
@@ -170,11 +170,7 @@ class Messenger:
             seq = last + 1
             counters[target_tag] = seq
             key = records.outbox_key(target_tag, seq)
-            packed = Message.pack(send.target, send.operation, send.payload_json)
-            if buffer_set is not None:
-                buffer_set(key, packed)
-            else:
-                await txn.set(key, packed)
+            writes.append((key, Message.pack(send.target, send.operation, send.payload_json)))
             added.append(key)
             messages.append(
                 Message(
@@ -188,11 +184,13 @@ class Messenger:
                 )
             )
         for target_tag, seq in counters.items():
-            counter = records.counter_key(target_tag), records.seq_bytes(seq)
+            writes.append((records.counter_key(target_tag), records.seq_bytes(seq)))
+        buffer_set = buffered_setter(txn)  # kelpie's own transactions: no coroutine per write
+        for key, value in writes:
             if buffer_set is not None:
-                buffer_set(*counter)
+                buffer_set(key, value)
             else:
-                await txn.set(*counter)
+                await txn.set(key, value)
         if was_empty and messages:
             # Before the commit: a crash after it must leave the outbox findable (ADR 0018).
             await self.services.index_put(sender, records.INDEX_OUTBOX, version)
@@ -337,8 +335,8 @@ class Messenger:
                 del self._pumps[sender]
         if not stuck:
             self._hand(sender)
-        if not self._pending.get(sender, True):
-            del self._pending[sender]
+        if sender in self._pending and not self._pending[sender]:
+            del self._pending[sender]  # nothing left, nothing in flight
         self._cleanup_later(sender)
 
     async def _deliver_pending(self, sender: ActorId) -> bool:
