@@ -120,6 +120,8 @@ class Messenger:
         self._pending: dict[ActorId, dict[bytes, Message]] = {}
         self._acked: dict[ActorId, set[bytes]] = {}
         self._attempts: dict[tuple[ActorId, bytes], int] = {}
+        self._unstorable: set[tuple[ActorId, bytes]] = set()
+        """Messages whose dead letter could not be stored (warned about once)."""
         self._pumps: dict[ActorId, asyncio.Task[None]] = {}
         self._failures: dict[ActorId, list[tuple[Message, Exception]]] = {}
         """Per sender: handed-over messages that failed, for a pump once all have landed."""
@@ -402,7 +404,7 @@ class Messenger:
                 except Exception as raised:
                     error = raised
                 else:
-                    self._attempts.pop((message.sender, message.key), None)
+                    self._forget_attempts(message)
                     return True
             exc, error = error, None
             if isinstance(exc, ActorActiveElsewhereError):
@@ -477,7 +479,7 @@ class Messenger:
         else:
             attempts = max(attempts, outcome.attempts)
             if outcome.applied:
-                self._attempts.pop(key, None)
+                self._forget_attempts(message)
                 if outcome.dead:
                     _log_dead_letter(message, attempts, error)
                 return True
@@ -492,21 +494,32 @@ class Messenger:
         try:
             await self.services.submit(message.target, calls.dead_letter(message, error, outcome))
         except Exception as exc:
-            # Not "stored as a dead letter": it stays in the outbox and is retried.
-            log.warning(
+            # Not "stored as a dead letter": it stays in the outbox and is retried (every
+            # sweep, maybe for good: no runtime may serve its target's type). Said once.
+            key = (message.sender, message.key)
+            again = key in self._unstorable
+            self._unstorable.add(key)
+            log.log(
+                logging.INFO if again else logging.WARNING,
                 "message %r failed %d times (%s); storing it as a dead letter at %s failed "
-                "too (%s: %s); retried later",
+                "too (%s: %s); retried later%s",
                 message,
                 attempts,
                 error,
                 message.target,
                 type(exc).__name__,
                 exc,
+                " (again)" if again else " (said once; retries log at INFO)",
             )
             return False
         _log_dead_letter(message, attempts, error)
-        self._attempts.pop((message.sender, message.key), None)
+        self._forget_attempts(message)
         return True
+
+    def _forget_attempts(self, message: Message) -> None:
+        key = (message.sender, message.key)
+        self._attempts.pop(key, None)
+        self._unstorable.discard(key)
 
     async def _applied_elsewhere(self, message: Message) -> bool:
         # In a transaction: its first read is confirmed (Redis Cluster with

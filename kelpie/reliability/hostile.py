@@ -442,16 +442,17 @@ class Fuzzer:
 
     def known_options(self, examples: int, lmdb_dir: str | None = None) -> None:
         """Known option names with hostile values, on redis, postgresql, memory and (if given)
-        lmdb; opening does no I/O."""
+        lmdb and sqlite (in that directory); opening does no I/O."""
         names = st.sampled_from(
             ["prefix", "socket_timeout", "connect_timeout", "max_connections", "pool_timeout",
              "map_size", "max_map_size", "sync", "metasync", "max_readers", "db", "host",
-             *_POSTGRES_OPTIONS]
+             "busy_timeout", "group_commit", "max_batch", *_POSTGRES_OPTIONS]
         )  # fmt: skip
         values = _OPTION_VALUES
         urls = ["redis://127.0.0.1:1/0", "memory://", "postgresql://u:pw@127.0.0.1:1/db"]
         if lmdb_dir is not None:
             urls.append(f"lmdb://{lmdb_dir}")
+            urls.append(f"sqlite://{lmdb_dir}.sqlite")
 
         @_settings(examples, self.seed)
         @given(url=st.sampled_from(urls), name=names, value=values, in_query=st.booleans())

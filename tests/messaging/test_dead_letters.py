@@ -196,6 +196,30 @@ async def test_a_message_no_runtime_can_dead_letter_is_not_logged_as_one(
 
 
 @on_backends
+async def test_a_message_no_runtime_can_dead_letter_is_warned_about_once(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retried every sweep, perhaps for good: one warning, then INFO lines.
+    caplog.set_level(logging.INFO, "kelpie.messaging")
+    async with _runtime(storage) as rt:
+        rt._messaging.poll = 0.05  # sweeps come often, so the retries do
+        await rt.invoke(acct("a"), "send_nowhere", None)
+
+        def reports(level: int) -> int:
+            return sum(
+                "storing it as a dead letter" in r.getMessage() and r.levelno == level
+                for r in caplog.records
+            )
+
+        async def retried() -> bool:
+            return reports(logging.INFO) >= 3
+
+        await settle(retried)
+    assert reports(logging.WARNING) == 1
+    assert len(await storage.list_keys(acct("a"), records.OUTBOX)) == 1  # still kept
+
+
+@on_backends
 async def test_messages_reaching_a_busy_target_share_a_commit_and_a_poison_one_fails_alone(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:

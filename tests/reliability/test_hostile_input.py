@@ -50,6 +50,11 @@ def test_hostile_input_on_lmdb(tmp_path: Path, target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_hostile_input_on_sqlite(tmp_path: Path, target: str) -> None:
+    _fuzz(Fuzzer(f"sqlite:///{tmp_path / 'hostile.db'}", seed=12), target)
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_hostile_input_on_memory(target: str) -> None:
     _fuzz(Fuzzer("memory://", seed=2), target)
 
