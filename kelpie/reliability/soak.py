@@ -3,7 +3,7 @@
 ::
 
     python -m kelpie.reliability.soak --lmdb-kills 1000 --redis-cuts 1000 \\
-        --redis-restarts 20 --fuzz 10000
+        --redis-restarts 20 --postgres-cuts 1000 --postgres-kills 20 --fuzz 10000
 
 runs, on loopback only and in a temporary directory:
 
@@ -16,6 +16,12 @@ runs, on loopback only and in a temporary directory:
 - ``--redis-restarts N``: ``redis-server`` (AOF, ``appendfsync always``)
   SIGKILLed N times under the ledger and restarted, plus one outage under a
   live runtime;
+- ``--postgres-cuts N``: N commits cut by the PostgreSQL proxy, spread evenly
+  over its two cut points (just before ``COMMIT`` reaches the server, just after
+  it committed), every 5th a ``delete_actor``;
+- ``--postgres-kills N``: the whole PostgreSQL server (``fsync`` on) SIGKILLed
+  N times under the ledger and restarted. Without PostgreSQL installed both
+  are skipped: a row says "not run" and why, and it does not fail the soak;
 - ``--fuzz N``: N hostile inputs on ``lmdb://``, and wrong Redis passwords.
 
 It prints one row per scenario (count, violations, lost acknowledged
@@ -37,9 +43,13 @@ from pathlib import Path
 
 from kelpie.reliability.hostile import Fuzzer, password_leaks, wrong_passwords
 from kelpie.reliability.lmdb_kills import kill_writers, two_writers
+from kelpie.reliability.postgres_faults import cut_commits as pg_cut_commits
+from kelpie.reliability.postgres_faults import ledger_through_kills
 from kelpie.reliability.redis_cuts import CutReport, cut_commits, ledger_through_cuts
 from kelpie.reliability.redis_restarts import ledger_through_restarts, outage
 from kelpie.testing.ports import free_port
+from kelpie.testing.postgres_proxy import PgCut
+from kelpie.testing.postgres_server import PostgresServer, missing_postgres
 from kelpie.testing.redis_server import RedisServer
 from kelpie.testing.tcp_proxy import CutPoint
 
@@ -184,6 +194,9 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
                     down.violations,
                 )
 
+    if args.postgres_cuts or args.postgres_kills:
+        _postgres(args, result)
+
     if args.fuzz:
         _say(f"Hostile input: {args.fuzz} examples ...")
         fuzzer = Fuzzer(f"lmdb://{workdir / 'fuzz'}", seed=seed)
@@ -213,6 +226,47 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
     return result
 
 
+def _postgres(args: argparse.Namespace, result: SoakResult) -> None:
+    missing = missing_postgres()
+    if missing is not None:
+        _say(f"PostgreSQL: not run: {missing}")
+        result.add(Row("PostgreSQL cuts and SIGKILLs", 0, note=f"not run: {missing}"), [])
+        return
+    # Its own temporary directory, not the work directory: as root the server runs
+    # as an unprivileged user, who cannot enter the work directory (mode 0700).
+    with PostgresServer() as server:
+        if args.postgres_cuts:
+            _say(f"PostgreSQL: {args.postgres_cuts} cut commits ...")
+            cuts = asyncio.run(
+                pg_cut_commits(server, args.postgres_cuts, seed=args.seed, delete_every=5)
+            )
+            for point in PgCut:
+                outcomes = ", ".join(
+                    f"{name.split(':')[1]} {n}"
+                    for name, n in sorted(cuts.outcomes.items())
+                    if name.startswith(point.value + ":")
+                )
+                bad = [v for v in cuts.violations if f"at {point.value} " in v]
+                result.add(
+                    Row(f"PostgreSQL connection cut {point.value}", cuts.cuts[point.value],
+                        len(bad), sum("acknowledged but not stored" in v for v in bad), outcomes),
+                    bad,
+                )  # fmt: skip
+        if args.postgres_kills:
+            _say(f"PostgreSQL: {args.postgres_kills} SIGKILL + restarts under the ledger ...")
+            kills = ledger_through_kills(server, args.postgres_kills, seed=args.seed)
+            result.add(
+                Row(
+                    "PostgreSQL server SIGKILL + restart",
+                    kills.restarts,
+                    len(kills.violations),
+                    kills.lost_acks,
+                    f"{kills.acknowledged} acked ops",
+                ),
+                kills.violations,
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kelpie.reliability.soak",
@@ -224,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ledger-runs", type=int, default=None, help="default: redis-cuts / 50, at least 1"
     )
     parser.add_argument("--redis-restarts", type=int, default=5)
+    parser.add_argument("--postgres-cuts", type=int, default=100)
+    parser.add_argument("--postgres-kills", type=int, default=5)
     parser.add_argument("--fuzz", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -239,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"kelpie reliability soak (seed {args.seed}): --lmdb-kills {args.lmdb_kills} "
         f"--redis-cuts {args.redis_cuts} --ledger-runs {args.ledger_runs} "
-        f"--redis-restarts {args.redis_restarts} --fuzz {args.fuzz}"
+        f"--redis-restarts {args.redis_restarts} --postgres-cuts {args.postgres_cuts} "
+        f"--postgres-kills {args.postgres_kills} --fuzz {args.fuzz}"
     )
     print(result.table())
     for message in result.messages[:30]:

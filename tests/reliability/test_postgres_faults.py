@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kelpie.reliability import soak
 from kelpie.reliability.postgres_faults import (
     counters_through_kills,
     cut_commits,
@@ -70,6 +71,47 @@ def test_ledger_through_sigkills_keeps_every_invariant(pg: PostgresServer) -> No
     assert report.acknowledged > 0
     assert report.violations == []
     assert report.lost_acks == 0
+
+
+_NO_OTHERS = ["--lmdb-kills", "0", "--redis-cuts", "0", "--ledger-runs", "0",
+              "--redis-restarts", "0", "--fuzz", "0"]  # fmt: skip
+
+
+def _rows(out: str, prefix: str) -> list[list[str]]:
+    """The table rows whose scenario starts with ``prefix``: count, violations, lost, note..."""
+    return [line[46:].split() for line in out.splitlines() if line.startswith(prefix)]
+
+
+def test_soak_command_runs_postgres_cuts_and_kills(capsys: pytest.CaptureFixture[str]) -> None:
+    code = soak.main([*_NO_OTHERS, "--postgres-cuts", "8", "--postgres-kills", "1"])
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 0
+    assert "--postgres-cuts 8 --postgres-kills 1" in out
+    cuts = _rows(out, "PostgreSQL connection cut ")
+    assert len(cuts) == len(PgCut)
+    assert sum(int(row[0]) for row in cuts) == 8
+    assert all(row[1:3] == ["0", "0"] for row in cuts)
+    assert _rows(out, "PostgreSQL server SIGKILL + restart")[0][:3] == ["1", "0", "0"]
+    assert out.rstrip().endswith("OK")
+
+
+def test_soak_command_without_postgres_work_starts_no_server(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse() -> None:
+        raise AssertionError("the soak started PostgreSQL")
+
+    monkeypatch.setattr(soak, "PostgresServer", refuse)
+    assert soak.main([*_NO_OTHERS, "--postgres-cuts", "0", "--postgres-kills", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "PostgreSQL" not in out and out.rstrip().endswith("OK")
+    # Not installed: one row says so, and the soak does not fail for it.
+    monkeypatch.setattr(soak, "missing_postgres", lambda: "no initdb here")
+    assert soak.main([*_NO_OTHERS, "--postgres-cuts", "8", "--postgres-kills", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "not run: no initdb here" in out and out.rstrip().endswith("OK")
+    assert _rows(out, "PostgreSQL")[0][:3] == ["0", "0", "0"]
 
 
 @pytest.mark.soak
