@@ -37,9 +37,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from kelpie.reliability.hostile import Fuzzer, password_leaks, wrong_passwords
 from kelpie.reliability.lmdb_kills import kill_writers, two_writers
@@ -140,17 +141,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
                 _say(f"Redis: {args.redis_cuts} cut commits ...")
                 cuts = asyncio.run(cut_commits(server.port, args.redis_cuts, seed=seed))
                 for point in CutPoint:
-                    outcomes = ", ".join(
-                        f"{name.split(':')[1]} {n}"
-                        for name, n in sorted(cuts.outcomes.items())
-                        if name.startswith(point.value + ":")
-                    )
-                    bad = [v for v in cuts.violations if f"at {point.value}" in v]
-                    result.add(
-                        Row(f"Redis connection cut {point.value}", cuts.cuts[point], len(bad),
-                            sum("acknowledged but not stored" in v for v in bad), outcomes),
-                        bad,
-                    )  # fmt: skip
+                    _add_cut_row(result, "Redis", point.value, cuts.cuts[point], cuts)
             runs = args.ledger_runs
             if runs:
                 _say(f"Redis: {runs} ledger runs through a cutting proxy ...")
@@ -226,6 +217,27 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
     return result
 
 
+class _Cuts(Protocol):
+    @property
+    def outcomes(self) -> Mapping[str, int]:
+        """``"<cut point>:<what the caller saw>"`` -> how often."""
+
+    @property
+    def violations(self) -> Sequence[str]: ...
+
+
+def _add_cut_row(result: SoakResult, backend: str, point: str, count: int, cuts: _Cuts) -> None:
+    """One row for the commits cut at ``point``: what callers saw, and its violations."""
+    outcomes = ", ".join(
+        f"{name.split(':')[1]} {n}"
+        for name, n in sorted(cuts.outcomes.items())
+        if name.startswith(point + ":")
+    )
+    bad = [v for v in cuts.violations if f"at {point} " in v]
+    lost = sum("acknowledged but not stored" in v for v in bad)
+    result.add(Row(f"{backend} connection cut {point}", count, len(bad), lost, outcomes), bad)
+
+
 def _postgres(args: argparse.Namespace, result: SoakResult) -> None:
     missing = missing_postgres()
     if missing is not None:
@@ -241,17 +253,7 @@ def _postgres(args: argparse.Namespace, result: SoakResult) -> None:
                 pg_cut_commits(server, args.postgres_cuts, seed=args.seed, delete_every=5)
             )
             for point in PgCut:
-                outcomes = ", ".join(
-                    f"{name.split(':')[1]} {n}"
-                    for name, n in sorted(cuts.outcomes.items())
-                    if name.startswith(point.value + ":")
-                )
-                bad = [v for v in cuts.violations if f"at {point.value} " in v]
-                result.add(
-                    Row(f"PostgreSQL connection cut {point.value}", cuts.cuts[point.value],
-                        len(bad), sum("acknowledged but not stored" in v for v in bad), outcomes),
-                    bad,
-                )  # fmt: skip
+                _add_cut_row(result, "PostgreSQL", point.value, cuts.cuts[point.value], cuts)
         if args.postgres_kills:
             _say(f"PostgreSQL: {args.postgres_kills} SIGKILL + restarts under the ledger ...")
             kills = ledger_through_kills(server, args.postgres_kills, seed=args.seed)
