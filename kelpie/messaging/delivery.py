@@ -13,10 +13,9 @@ reload forgets them.
 After the commit, one pump task per sender delivers its pending messages in
 order per target (different targets at once) through the target's mailbox,
 several senders' messages to one target in one transaction there
-(``kelpie.messaging.inbox``), retries what failed transiently, counts a
-failed handler at the target (``calls.failed``; ``calls.begin_attempt``
-before running a message read back from an outbox) and dead-letters the
-message at ``MAX_ATTEMPTS``, and deletes the delivered entries. Nothing of
+(``kelpie.messaging.inbox``), retries what failed transiently, has a
+failed handler counted at the target and the message dead-lettered at the
+limit (``kelpie.messaging.attempts``), and deletes the delivered entries. Nothing of
 this runs inside the sender's mailbox turn, so a message to oneself cannot
 deadlock.
 """
@@ -30,17 +29,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kelpie.errors import (
-    ActorActiveElsewhereError,
-    InvocationTimeoutError,
-    MailboxFullError,
-    RuntimeClosedError,
-    StorageError,
-)
+from kelpie.errors import ActorActiveElsewhereError, RuntimeClosedError
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records
+from kelpie.messaging.attempts import Attempts, is_transient
 from kelpie.messaging.effects import Send
-from kelpie.messaging.inbox import Arrival, Inboxes, Requeue
+from kelpie.messaging.inbox import Arrival, Inboxes
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
 from kelpie.storage.base import buffered_setter
@@ -53,8 +47,6 @@ __all__ = ["Messenger", "StagedSends"]
 
 log = logging.getLogger("kelpie.messaging")
 
-MAX_ATTEMPTS = 5
-"""Failed runs of a message's handler before it becomes a dead letter."""
 RETRIES = 6
 """Transient failures (storage, timeouts, a busy mailbox) a pump round retries."""
 CLEANUP_AFTER = 0.05
@@ -119,9 +111,7 @@ class Messenger:
         self._senders: dict[ActorId, _Sender] = {}
         self._pending: dict[ActorId, dict[bytes, Message]] = {}
         self._acked: dict[ActorId, set[bytes]] = {}
-        self._attempts: dict[tuple[ActorId, bytes], int] = {}
-        self._unstorable: set[tuple[ActorId, bytes]] = set()
-        """Messages whose dead letter could not be stored (warned about once)."""
+        self.attempts = Attempts(services, lambda: self.closing)
         self._pumps: dict[ActorId, asyncio.Task[None]] = {}
         self._failures: dict[ActorId, list[tuple[Message, Exception]]] = {}
         """Per sender: handed-over messages that failed, for a pump once all have landed."""
@@ -395,7 +385,7 @@ class Messenger:
         while True:
             if error is None:
                 if message.recovered and not message.attempted:
-                    verdict = await self._begin(message)
+                    verdict = await self.attempts.begin(message)
                     if verdict is not None:
                         return verdict
                     counted = True
@@ -404,132 +394,25 @@ class Messenger:
                 except Exception as raised:
                     error = raised
                 else:
-                    self._forget_attempts(message)
+                    self.attempts.forget(message)
                     return True
             exc, error = error, None
             if isinstance(exc, ActorActiveElsewhereError):
                 # Another node owns the target: its sweep delivers; done once it applied it.
-                return await self._applied_elsewhere(message)
+                return await self.attempts.applied_elsewhere(message)
             if isinstance(exc, RuntimeClosedError):
                 return False
-            if _transient(exc):
+            if is_transient(exc):
                 transient += 1
                 if transient > RETRIES or self.closing:
                     return False
                 await asyncio.sleep(min(1.0, 0.01 * 2**transient))
                 continue
-            verdict = await self._failed(message, exc, counted=counted)
+            verdict = await self.attempts.failed(message, exc, counted=counted)
             counted = False
             if verdict is None:
                 continue
             return verdict
-
-    async def _begin(self, message: Message) -> bool | None:
-        """Count the attempt about to run at the target (a message read back from an outbox).
-
-        ``None``: counted, go on; True: applied already or now a dead letter;
-        False: it must wait (a gap, trouble reaching the target).
-        """
-        outcome = calls.Outcome()
-        try:
-            await self.services.submit(
-                message.target, calls.begin_attempt(message, outcome, MAX_ATTEMPTS)
-            )
-        except ActorActiveElsewhereError:
-            return await self._applied_elsewhere(message)
-        except Exception:
-            log.debug("counting an attempt at %r failed; retried later", message, exc_info=True)
-            return False
-        if outcome.dead:
-            log.warning(
-                "message %r: %d attempts recorded at %s, the last cut short; stored as a dead "
-                "letter there",
-                message,
-                outcome.attempts,
-                message.target,
-            )
-        if outcome.applied:
-            return True
-        message.attempted = True
-        return None
-
-    async def _failed(self, message: Message, exc: BaseException, *, counted: bool) -> bool | None:
-        """The handler failed: count it. ``None``: try again; True: dead-lettered; False: stop.
-
-        The attempt is counted at the target (``calls.failed``, one commit), so
-        the count survives restarts and is shared by every runtime delivering
-        it. At ``MAX_ATTEMPTS`` the message is stored as a dead letter at its
-        target, which moves the target's mark past it. If the target cannot
-        record the attempt, this runtime's own count bounds it the same way.
-        """
-        key = (message.sender, message.key)
-        attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
-        error = f"{type(exc).__name__}: {exc}"
-        outcome = calls.Outcome()
-        message.attempted = True  # a failure record may exist from here on
-        try:
-            await self.services.submit(
-                message.target,
-                calls.failed(message, error, outcome, MAX_ATTEMPTS, counted=counted),
-            )
-        except Exception:
-            log.info("recording a failed attempt at %r failed", message, exc_info=True)
-            if attempts >= MAX_ATTEMPTS:
-                return await self._dead_letter(message, attempts, error)
-        else:
-            attempts = max(attempts, outcome.attempts)
-            if outcome.applied:
-                self._forget_attempts(message)
-                if outcome.dead:
-                    _log_dead_letter(message, attempts, error)
-                return True
-        if self.closing:
-            return False
-        await asyncio.sleep(min(1.0, 0.01 * 2 ** min(attempts, 8)))
-        return None
-
-    async def _dead_letter(self, message: Message, attempts: int, error: str) -> bool:
-        """Store ``message`` as a dead letter at its target (counted by this runtime)."""
-        outcome = calls.Outcome()
-        try:
-            await self.services.submit(message.target, calls.dead_letter(message, error, outcome))
-        except Exception as exc:
-            # Not "stored as a dead letter": it stays in the outbox and is retried (every
-            # sweep, maybe for good: no runtime may serve its target's type). Said once.
-            key = (message.sender, message.key)
-            again = key in self._unstorable
-            self._unstorable.add(key)
-            log.log(
-                logging.INFO if again else logging.WARNING,
-                "message %r failed %d times (%s); storing it as a dead letter at %s failed "
-                "too (%s: %s); retried later%s",
-                message,
-                attempts,
-                error,
-                message.target,
-                type(exc).__name__,
-                exc,
-                " (again)" if again else " (said once; retries log at INFO)",
-            )
-            return False
-        _log_dead_letter(message, attempts, error)
-        self._forget_attempts(message)
-        return True
-
-    def _forget_attempts(self, message: Message) -> None:
-        key = (message.sender, message.key)
-        self._attempts.pop(key, None)
-        self._unstorable.discard(key)
-
-    async def _applied_elsewhere(self, message: Message) -> bool:
-        # In a transaction: its first read is confirmed (Redis Cluster with
-        # wait_replicas), so a mark a failover could still lose never counts.
-        try:
-            async with self.storage.transaction(message.target) as txn:
-                raw = await txn.get(records.high_water_key(records.tag(message.sender)))
-            return records.seq_of(raw, "high-water mark") >= message.seq
-        except Exception:
-            return False
 
     def _cleanup_later(self, sender: ActorId) -> None:
         """Delete ``sender``'s delivered entries in ``CLEANUP_AFTER`` unless a commit does.
@@ -629,22 +512,5 @@ class Messenger:
                     future.exception()  # retrieved: each was reported where it happened
 
 
-def _log_dead_letter(message: Message, attempts: int, error: str) -> None:
-    log.warning(
-        "message %r failed %d times (%s); stored as a dead letter at %s",
-        message,
-        attempts,
-        error,
-        message.target,
-    )
-
-
 async def _empty_outbox(txn: Transaction) -> bool:
     return not await txn.list_keys(records.OUTBOX)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth retrying as is: storage trouble, a timeout, a full mailbox, a gap."""
-    return isinstance(
-        exc, StorageError | InvocationTimeoutError | MailboxFullError | calls.GapError | Requeue
-    )

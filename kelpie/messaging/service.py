@@ -35,7 +35,8 @@ from kelpie.errors import (
 )
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records, reminders
-from kelpie.messaging.delivery import MAX_ATTEMPTS, Messenger, StagedSends, _clean_context
+from kelpie.messaging.attempts import MAX_ATTEMPTS
+from kelpie.messaging.delivery import Messenger, StagedSends, _clean_context
 from kelpie.messaging.effects import Effects
 from kelpie.storage.protocol import Storage, Transaction
 

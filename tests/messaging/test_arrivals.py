@@ -11,7 +11,7 @@ from kelpie.actor.codec import StateRecord
 from kelpie.actor.keys import STATE_KEY
 from kelpie.errors import TransactionConflictError
 from kelpie.messaging import records
-from kelpie.messaging.delivery import MAX_ATTEMPTS
+from kelpie.messaging.attempts import MAX_ATTEMPTS
 from tests.messaging.actors import Ledger, acct, settle
 from tests.messaging.conftest import on_backends
 

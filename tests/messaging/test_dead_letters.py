@@ -10,7 +10,7 @@ import pytest
 
 from kelpie import Actor, ActorContext, ActorId, Runtime, Storage
 from kelpie.messaging import calls, records
-from kelpie.messaging.delivery import MAX_ATTEMPTS
+from kelpie.messaging.attempts import MAX_ATTEMPTS
 from tests.messaging.actors import Ledger, acct, settle
 from tests.messaging.conftest import on_backends
 
