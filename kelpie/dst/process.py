@@ -21,6 +21,7 @@ from kelpie.dst.faults import FaultyStorage
 from kelpie.dst.inspect import Inspector, KelpieInspector
 from kelpie.dst.naive import NaiveInspector, NaiveRuntime
 from kelpie.identity import ActorId
+from kelpie.messaging.clock import loop_time
 from kelpie.storage.protocol import Storage
 
 __all__ = [
@@ -91,6 +92,7 @@ def kelpie_runtime(
         lease_seconds=options.lease_seconds,
         idle_timeout=options.idle_timeout,
         idempotency_window=options.idempotency_window,
+        reminder_clock=loop_time,  # virtual time, no wall-clock anchor: seeds replay exactly
     )
     return runtime
 

@@ -20,7 +20,6 @@ version check) and, while a runtime runs, at least once.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 from dataclasses import dataclass
@@ -95,7 +94,7 @@ async def stage(
     changes: dict[str, ReminderSet | None],
     txn: Transaction,
 ) -> StagedReminders:
-    now = asyncio.get_running_loop().time()
+    now = services.clock()
     dues = []
     for name in sorted(changes):
         change = changes[name]
@@ -170,7 +169,7 @@ def fire(
                 ),
             )
         if reminder.every is not None:
-            now = asyncio.get_running_loop().time()
+            now = services.clock()
             following = Reminder(
                 name, reminder.after(now), reminder.every, reminder.operation, reminder.payload
             )

@@ -6,7 +6,8 @@ and ``committed`` after that commit landed. The runtime calls ``start``
 (the background task) and ``close``. An invocation that uses none of these
 pays nothing but the check that its context has no effects.
 
-The background task ticks on loop time: each tick lists the index shards
+The background task ticks on loop time (due times are reminder time,
+``kelpie.messaging.clock``): each tick lists the index shards
 (``kelpie.index/00``..``15``), delivers the outboxes it finds (and drops
 index entries of outboxes seen empty), and fires the reminders that are due.
 It ticks every ``poll`` seconds while anything uses messaging or the index
@@ -36,6 +37,7 @@ from kelpie.errors import (
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records, reminders
 from kelpie.messaging.attempts import MAX_ATTEMPTS
+from kelpie.messaging.clock import ReminderClock
 from kelpie.messaging.delivery import Messenger, StagedSends, _clean_context
 from kelpie.messaging.effects import Effects
 from kelpie.storage.protocol import Storage, Transaction
@@ -64,8 +66,17 @@ class Staged:
 class Services:
     """Messaging and reminders of one ``Runtime``."""
 
-    def __init__(self, runtime: Runtime, *, poll: float = 1.0, idle_poll: float = 5.0) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        clock: ReminderClock,
+        poll: float = 1.0,
+        idle_poll: float = 5.0,
+    ) -> None:
         self.runtime = runtime
+        self.clock = clock
+        """Reminder time: what due times are stored in (``kelpie.messaging.clock``)."""
         self.storage: Storage = runtime.storage
         self.messenger = Messenger(self)
         self.poll = poll
@@ -161,7 +172,6 @@ class Services:
             )
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self.closed:
             busy = False
             try:
@@ -177,7 +187,7 @@ class Services:
             soonest = self._soonest
             if soonest is not None:
                 # Never 0: a due time rounded to microseconds must not spin the loop.
-                delay = min(delay, max(0.001, soonest - loop.time()))
+                delay = min(delay, max(0.001, soonest - self.clock()))
             self._wakeup.clear()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancel of close() when the wake-up lands in the same turn, and the
@@ -188,8 +198,7 @@ class Services:
 
     async def _tick(self) -> bool:
         """One sweep of every index shard; True if the index holds anything."""
-        now = asyncio.get_running_loop().time()
-        now_us = reminders.due_us(now)
+        now_us = reminders.due_us(self.clock())
         self._soonest = None
         busy = False
         for shard in await self._shards():
@@ -316,7 +325,7 @@ class Services:
                 _log_given_up(name, actor_id, attempts, error)
                 return True
         if attempts < MAX_ATTEMPTS:
-            self.wake_at(asyncio.get_running_loop().time() + min(1.0, 0.01 * 2 ** min(attempts, 8)))
+            self.wake_at(self.clock() + min(1.0, 0.01 * 2 ** min(attempts, 8)))
             return False
         _log_given_up(name, actor_id, attempts, error)
         try:

@@ -19,6 +19,7 @@ from kelpie.errors import (
     UnknownOperationError,
 )
 from kelpie.identity import ActorId
+from kelpie.messaging.clock import ReminderClock, WallAnchoredClock
 from kelpie.messaging.reentrancy import CURRENT, check_reentrant
 from kelpie.messaging.service import Services
 from kelpie.runtime.activation import IDEMPOTENCY_WINDOW, Activation
@@ -64,6 +65,12 @@ class Runtime:
     drawn from ``rng`` (a private ``random.Random()`` if none is given) and
     waited on the event loop's clock; the default 0 hands every conflict to
     the caller.
+
+    ``reminder_clock`` is what reminders' due times are stored in: by default
+    the event loop's clock anchored once to the wall clock (seconds since the
+    epoch, so runtimes on other hosts and after a reboot agree);
+    ``kelpie.messaging.clock.loop_time`` runs them on the loop's clock alone
+    (the simulator does: virtual time).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Runtime:
         idempotency_window: int = IDEMPOTENCY_WINDOW,
         conflict_retries: int = 0,
         rng: random.Random | None = None,
+        reminder_clock: ReminderClock | None = None,
     ) -> None:
         self.storage = storage
         self.invocation_timeout = _positive("invocation_timeout", invocation_timeout)
@@ -131,7 +139,13 @@ class Runtime:
         """``delete_actor`` runs, by actor: a new activation starts after it ends."""
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
-        self._messaging = Services(self)
+        if reminder_clock is not None and not callable(reminder_clock):
+            raise ConfigError(
+                f"reminder_clock must be callable, got {type(reminder_clock).__name__}"
+            )
+        self._messaging = Services(
+            self, clock=reminder_clock if reminder_clock is not None else WallAnchoredClock()
+        )
         """Messages and reminders (``kelpie.messaging``): hooks and a background sweep."""
 
     def register(self, namespace: str, actor_cls: type[Actor[Any]]) -> None:
