@@ -80,7 +80,8 @@ async def test_an_unconfirmed_send_is_not_delivered_before_a_failover_decides_it
         async with Runtime(storage, invocation_timeout=30) as runtime:
             runtime.register("bank", HeldTeller)
             runtime.register("vault", HeldTeller)
-            await runtime.invoke(sender, "deposit", 100, idempotency_key="open")
+            # A loaded machine may miss the 150 ms WAIT: the key makes a retry safe.
+            await _until_ok(lambda: runtime.invoke(sender, "deposit", 100, idempotency_key="open"))
             await asyncio.to_thread(wait_replicated, cluster, master, replica)
 
             payload = {"to": ["vault", target.id], "amount": 30, "seq": 1}

@@ -445,8 +445,8 @@ async def _cancel_on_a_lagging_master(
                     actor, "remind", {"name": "r", "after": DUE}, idempotency_key="set"
                 )
                 break
-            except CommitOutcomeUnknownError:
-                if attempt == 19:
+            except (CommitOutcomeUnknownError, StorageUnavailableError):
+                if attempt == 19:  # unavailable: a read not confirmed in time, nothing written
                     raise
                 await asyncio.sleep(0.25)  # the same key: a retry that landed replays
         await asyncio.to_thread(wait_replicated, cluster, master, replica)
