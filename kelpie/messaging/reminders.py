@@ -16,6 +16,10 @@ names another due time makes the entry stale: the fire commits an empty
 change (which fences out any commit still in flight that read the actor
 before) and the entry is deleted. So a due time fires at most once (the
 version check) and, while a runtime runs, at least once.
+
+Due times are reminder time (``Services.clock``, ``kelpie.messaging.clock``):
+seconds since the epoch, kept by the event loop, so every runtime on the
+store reads a record's due time alike.
 """
 
 from __future__ import annotations
