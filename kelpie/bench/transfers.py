@@ -124,18 +124,23 @@ class _TransferSlicer:
         """Group-commit batches during this side's slices (if the storage reports them)."""
         self.items = 0
 
-    def _calls(self) -> list[Call]:
+    def _targets(self, client: int) -> list[str]:
+        """The ids client ``client`` sends to, in turn: every account after its own."""
         sides, n = self.sides, self.concurrency
-        invoke = sides.runtime.invoke
+        return [sides.account((client + 1 + step) % n).id for step in range(n)]
+
+    async def _debit(self, source: ActorId, to: str) -> None:
+        self.sides.sent += 1
+        await self.sides.runtime.invoke(source, "debit", {"to": to, "amount": 1})
+
+    def _calls(self) -> list[Call]:
+        sides = self.sides
         calls: list[Call] = []
-        for client in range(n):
-            source = sides.account(client)
-            targets = [sides.account((client + 1 + step) % n).id for step in range(n)]
+        for client in range(self.concurrency):
+            source, targets = sides.account(client), self._targets(client)
 
             async def once(source: ActorId = source, targets: list[str] = targets) -> None:
-                to = targets[sides.sent % len(targets)]
-                sides.sent += 1
-                await invoke(source, "debit", {"to": to, "amount": 1})
+                await self._debit(source, targets[sides.sent % len(targets)])
 
             calls.append(once)
         return calls
@@ -150,18 +155,14 @@ class _TransferSlicer:
         its figure -- at 64 actors about one transfer in six of a 3 s run --
         and report a ratio that depends on ``--seconds``, not the steady state.
         """
-        sides, n = self.sides, self.concurrency
-        invoke = sides.runtime.invoke
 
         async def every_target(client: int) -> None:
-            source = sides.account(client)
-            for step in range(n):
-                to = sides.account((client + 1 + step) % n).id
-                sides.sent += 1
-                await invoke(source, "debit", {"to": to, "amount": 1})
+            source = self.sides.account(client)
+            for to in self._targets(client):
+                await self._debit(source, to)
 
-        await asyncio.gather(*(every_target(client) for client in range(n)))
-        await sides.drain()
+        await asyncio.gather(*(every_target(client) for client in range(self.concurrency)))
+        await self.sides.drain()
 
     async def run_slice(self, seconds: float, into: Sample) -> None:
         before = self.sides.batch_stats()

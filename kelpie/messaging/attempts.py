@@ -32,7 +32,7 @@ from kelpie.storage.protocol import Storage
 if TYPE_CHECKING:
     from kelpie.messaging.service import Services
 
-__all__ = ["MAX_ATTEMPTS", "Attempts", "is_transient"]
+__all__ = ["MAX_ATTEMPTS", "Attempts", "backoff", "is_transient"]
 
 log = logging.getLogger("kelpie.messaging")
 
@@ -113,7 +113,7 @@ class Attempts:
                 return True
         if self._closing():
             return False
-        await asyncio.sleep(min(1.0, 0.01 * 2 ** min(attempts, 8)))
+        await asyncio.sleep(backoff(attempts))
         return None
 
     async def _dead_letter(self, message: Message, attempts: int, error: str) -> bool:
@@ -177,3 +177,8 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(
         exc, StorageError | InvocationTimeoutError | MailboxFullError | calls.GapError | Requeue
     )
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): 20 ms doubling, at most 1 s."""
+    return min(1.0, 0.01 * 2.0 ** min(attempt, 8))

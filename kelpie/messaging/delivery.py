@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from kelpie.errors import ActorActiveElsewhereError, RuntimeClosedError
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records
-from kelpie.messaging.attempts import Attempts, is_transient
+from kelpie.messaging.attempts import Attempts, backoff, is_transient
 from kelpie.messaging.effects import Send
 from kelpie.messaging.inbox import Arrival, Inboxes
 from kelpie.messaging.records import Message
@@ -406,7 +406,7 @@ class Messenger:
                 transient += 1
                 if transient > RETRIES or self.closing:
                     return False
-                await asyncio.sleep(min(1.0, 0.01 * 2**transient))
+                await asyncio.sleep(backoff(transient))
                 continue
             verdict = await self.attempts.failed(message, exc, counted=counted)
             counted = False

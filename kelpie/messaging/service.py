@@ -36,7 +36,7 @@ from kelpie.errors import (
 )
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records, reminders
-from kelpie.messaging.attempts import MAX_ATTEMPTS
+from kelpie.messaging.attempts import MAX_ATTEMPTS, backoff
 from kelpie.messaging.clock import ReminderClock
 from kelpie.messaging.delivery import Messenger, StagedSends, _clean_context
 from kelpie.messaging.effects import Effects
@@ -325,7 +325,7 @@ class Services:
                 _log_given_up(name, actor_id, attempts, error)
                 return True
         if attempts < MAX_ATTEMPTS:
-            self.wake_at(self.clock() + min(1.0, 0.01 * 2 ** min(attempts, 8)))
+            self.wake_at(self.clock() + backoff(attempts))
             return False
         _log_given_up(name, actor_id, attempts, error)
         try:
