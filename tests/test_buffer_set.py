@@ -14,7 +14,7 @@ from kelpie.errors import (
     TransactionClosedError,
     ValueTooLargeError,
 )
-from kelpie.storage.base import BufferedTransaction
+from kelpie.storage.base import BufferedTransaction, buffered_deleter, buffered_setter
 from kelpie.storage.limits import MAX_VALUE_BYTES
 from kelpie.storage.wrapper import StorageWrapper
 
@@ -75,3 +75,54 @@ async def test_kv_set_reads_back_through_either_path() -> None:
                 await ctx.kv_set(b"k" * 241, b"v")
             await txn.commit()
         assert await storage.get(ACTOR, b"uk") == b"v"
+
+
+async def test_buffer_delete_refuses_what_delete_refuses_and_deletes_like_it() -> None:
+    async with open_storage("memory://") as storage:
+        await storage.set(ACTOR, b"gone", b"1")
+        txn = storage.transaction(ACTOR)
+        assert isinstance(txn, BufferedTransaction)
+        bad: Any
+        for bad, error in (("str-key", TypeError), (b"", InvalidKeyError)):
+            with pytest.raises(error):
+                await txn.delete(bad)
+            with pytest.raises(error):
+                txn.buffer_delete(bad)
+        txn.buffer_delete(b"gone")
+        assert await txn.get(b"gone") is None  # reads see the buffered delete
+        await txn.commit()
+        assert await storage.list_keys(ACTOR) == []
+        closed = storage.transaction(ACTOR)
+        assert isinstance(closed, BufferedTransaction)
+        await closed.abort()
+        with pytest.raises(TransactionClosedError):
+            closed.buffer_delete(b"k")
+
+
+class _LoggedDeletes(BufferedTransaction):
+    """A transaction type that does something of its own on ``delete``."""
+
+    async def delete(self, key: bytes) -> None:
+        await super().delete(key)
+
+
+class _Forwarding:
+    """A wrapper that forwards every attribute to the transaction inside it."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_only_a_transaction_whose_writes_only_buffer_gets_the_fast_path() -> None:
+    async with open_storage("memory://") as storage:
+        txn = storage.transaction(ACTOR)
+        assert buffered_setter(txn) is not None and buffered_deleter(txn) is not None
+        # Writes must go through a forwarding wrapper's own methods, not around them.
+        assert buffered_setter(_Forwarding(txn)) is None
+        assert buffered_deleter(_Forwarding(txn)) is None
+        await txn.abort()
+    assert _LoggedDeletes._plain_writes is False  # a subclass that overrides delete
+    assert buffered_deleter(object()) is None

@@ -92,7 +92,7 @@ class ActorContext(Generic[S]):
         (an outbox) and applied at the target exactly once after it, in send
         order per target. The payload is encoded now (``SerializationError``).
         """
-        self._effects().send(target, operation, payload)
+        self._effects().send(self.actor_id, target, operation, payload)
 
     def set_reminder(
         self,

@@ -221,9 +221,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "send_before_commit",
         "messaging/delivery.py",
-        "        return StagedSends(sender, state, outbox, counters, messages)\n",
-        "        self.enqueue(sender, messages)\n"
-        "        return StagedSends(sender, state, outbox, counters, [])\n",
+        "        return StagedSends(sender, state, stored, deleted, added, counters, sends)\n",
+        "        self.enqueue(sender, sends)\n"
+        "        return StagedSends(sender, state, stored, deleted, added, counters, [])\n",
         "messages are handed to delivery while the sender's commit is still pending: a "
         "commit that fails (or a retry that numbers the message again) still delivers it",
         "messaging",

@@ -156,7 +156,7 @@ class Attempts:
         # wait_replicas), so a mark a failover could still lose never counts.
         try:
             async with self.storage.transaction(message.target) as txn:
-                raw = await txn.get(records.high_water_key(records.tag(message.sender)))
+                raw = await txn.get(records.high_water_key(message.sender_tag))
             return records.seq_of(raw, "high-water mark") >= message.seq
         except Exception:
             return False

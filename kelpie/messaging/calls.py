@@ -14,7 +14,7 @@ advances or removes it in the transaction that runs the handler.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from kelpie.actor.actor import Actor, handlers_of
@@ -25,6 +25,7 @@ from kelpie.messaging.records import Message
 from kelpie.storage.protocol import Transaction
 
 __all__ = [
+    "Delivery",
     "GapError",
     "Special",
     "apply_together",
@@ -58,6 +59,20 @@ class Outcome:
         self.result: Any = None
         self.gap: GapError | None = None
         """Set by ``deliver_together`` for a message that must wait for an earlier one."""
+
+
+class Delivery(Outcome):
+    """A message to apply at its target, and what applying it did (an ``Outcome``).
+
+    ``kelpie.messaging.inbox.Arrival`` is one: one object per message handed
+    over, not two.
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        super().__init__()
+        self.message = message
 
 
 def txn_of(ctx: ActorContext[Any]) -> Transaction:
@@ -145,7 +160,7 @@ def _next_after(message: Message, mark: int) -> int | None:
 
 def deliver(message: Message, outcome: Outcome) -> Special:
     """Apply ``message`` at its target unless its high-water mark says it was applied."""
-    sender_tag = records.tag(message.sender)
+    sender_tag = message.sender_tag
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
@@ -156,7 +171,7 @@ def deliver(message: Message, outcome: Outcome) -> Special:
     return body
 
 
-def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
+def deliver_together(batch: Sequence[Delivery]) -> Special:
     """Apply several messages to one target in one transaction, each as ``deliver`` would.
 
     Each message's mark is checked and advanced as in ``deliver``; a message
@@ -172,12 +187,13 @@ def deliver_together(batch: list[tuple[Message, Outcome]]) -> Special:
 
 
 async def apply_together(
-    actor: Actor[Any], ctx: ActorContext[Any], batch: list[tuple[Message, Outcome]]
+    actor: Actor[Any], ctx: ActorContext[Any], batch: Sequence[Delivery]
 ) -> None:
     """``deliver_together``'s work in a transaction already running (a user's call's)."""
     txn = txn_of(ctx)
-    for message, outcome in batch:
-        sender_tag = records.tag(message.sender)
+    for outcome in batch:
+        message = outcome.message
+        sender_tag = message.sender_tag
         mark = _known_mark(ctx, sender_tag)  # known: no coroutine to ask the store
         if mark is None:
             mark = await _read_mark(ctx, txn, message, sender_tag)
@@ -202,7 +218,12 @@ async def _apply(
     (its mark already checked)."""
     handler = handler_of(actor, message.operation)
     outcome.result = await handler(ctx, message.fresh_payload())
-    await _set_mark(ctx, txn, sender_tag, message.seq)
+    buffer_set = ctx._buffer_set
+    if buffer_set is not None:  # kelpie's own transactions: no coroutine (see _set_mark)
+        buffer_set(records.HIGH_WATER + sender_tag, message.seq.to_bytes(8, "big"))
+        _note_mark(ctx, sender_tag, message.seq)
+    else:
+        await _set_mark(ctx, txn, sender_tag, message.seq)
     if message.attempted:
         await txn.delete(records.failures_key(sender_tag))
     ctx.wrote = True
@@ -221,7 +242,7 @@ async def _store_dead_letter(
 
 def dead_letter(message: Message, error: str, outcome: Outcome) -> Special:
     """Store ``message`` as a dead letter at its target and move the mark past it."""
-    sender_tag = records.tag(message.sender)
+    sender_tag = message.sender_tag
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
@@ -244,7 +265,7 @@ def begin_attempt(message: Message, outcome: Outcome, max_attempts: int) -> Spec
     instead (``outcome.dead``). Nothing is written for a message already
     applied (``outcome.applied``); a gap raises ``GapError``.
     """
-    sender_tag = records.tag(message.sender)
+    sender_tag = message.sender_tag
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)
@@ -279,7 +300,7 @@ def failed(
     is recorded). At ``max_attempts`` the message is stored as a dead letter
     and the mark moves past it (``outcome.dead``).
     """
-    sender_tag = records.tag(message.sender)
+    sender_tag = message.sender_tag
 
     async def body(actor: Actor[Any], ctx: ActorContext[Any]) -> None:
         txn = txn_of(ctx)

@@ -26,18 +26,16 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kelpie.errors import ActorActiveElsewhereError, RuntimeClosedError
 from kelpie.identity import ActorId
 from kelpie.messaging import calls, records
 from kelpie.messaging.attempts import Attempts, backoff, is_transient
-from kelpie.messaging.effects import Send
 from kelpie.messaging.inbox import Arrival, Inboxes
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
-from kelpie.storage.base import buffered_setter
+from kelpie.storage.base import buffered_deleter, buffered_setter
 from kelpie.storage.protocol import Storage, Transaction
 
 if TYPE_CHECKING:
@@ -54,43 +52,44 @@ CLEANUP_AFTER = 0.05
 before a commit of its own does."""
 
 
-@dataclass
 class _Sender:
     """What one loaded activation knows of its own outbox (exact: it made every commit)."""
 
-    outbox: set[bytes] | None = None
-    """Keys of the outbox entries as stored; ``None``: not read yet."""
-    counters: dict[bytes, int] = field(default_factory=dict)
-    """Target tag -> the last seq sent to it."""
+    __slots__ = ("counters", "outbox", "tag")
 
-
-class _OutboxChange:
-    """What one commit does to the sender's outbox: the entries as stored, deleted, added."""
-
-    __slots__ = ("added", "deleted", "stored")
-
-    def __init__(self, stored: set[bytes], deleted: list[bytes], added: list[bytes]) -> None:
-        self.stored = stored
-        self.deleted = deleted
-        self.added = added
+    def __init__(self, sender_tag: bytes) -> None:
+        self.tag = sender_tag
+        """``records.tag`` of the sender, for the messages it sends."""
+        self.outbox: set[bytes] | None = None
+        """Keys of the outbox entries as stored; ``None``: not read yet."""
+        self.counters: dict[bytes, int] = {}
+        """Target tag -> the last seq sent to it."""
 
 
 class StagedSends:
-    """The sends of one commit, applied to the caches and handed to the pump after it."""
+    """The sends of one commit: what it does to the sender's outbox, and its messages.
 
-    __slots__ = ("counters", "messages", "outbox", "sender", "state")
+    Applied to the caches and handed to delivery once the commit landed.
+    """
+
+    __slots__ = ("added", "counters", "deleted", "messages", "sender", "state", "stored")
 
     def __init__(
         self,
         sender: ActorId,
         state: _Sender,
-        outbox: _OutboxChange,
+        stored: set[bytes],
+        deleted: list[bytes],
+        added: list[bytes],
         counters: dict[bytes, int],
         messages: list[Message],
     ) -> None:
         self.sender = sender
         self.state = state
-        self.outbox = outbox
+        self.stored = stored
+        """The outbox entries as stored before the commit (the cached set itself)."""
+        self.deleted = deleted
+        self.added = added
         self.counters = counters
         self.messages = messages
 
@@ -117,7 +116,8 @@ class Messenger:
         """Per sender: handed-over messages that failed, for a pump once all have landed."""
         self._cleanups: dict[ActorId, asyncio.TimerHandle] = {}
         self._cleaning: set[asyncio.Task[None]] = set()
-        self.inboxes = Inboxes(services.arrive)
+        self.inboxes = Inboxes(services.runtime._arrive)
+        self._on_landed = self._landed  # bound once: it goes with every message handed over
         self.closing = False
         self.used = False
         """This runtime staged a message, or found an outbox to deliver."""
@@ -128,12 +128,13 @@ class Messenger:
         self._senders.pop(sender, None)
 
     async def stage(
-        self, sender: ActorId, sends: list[Send], txn: Transaction, version: int
+        self, sender: ActorId, sends: list[Message], txn: Transaction, version: int
     ) -> StagedSends:
+        """Write ``sends`` (``ctx.send``'s, not numbered yet) into the sender's commit."""
         self.used = True
         state = self._senders.get(sender)
         if state is None:
-            state = self._senders[sender] = _Sender()
+            state = self._senders[sender] = _Sender(records.tag(sender))
         stored = state.outbox
         if stored is None:
             stored = set(await txn.list_keys(records.OUTBOX))
@@ -143,67 +144,70 @@ class Messenger:
         deleted: list[bytes] = []
         acked = self._acked.get(sender)
         if acked:
-            deleted = sorted(acked & stored)
+            if len(acked) == 1:  # the common case: the last message sent, delivered since
+                deleted = [key for key in acked if key in stored]
+            else:
+                deleted = sorted(acked & stored)
+            buffer_delete = buffered_deleter(txn)  # kelpie's own: no coroutine per write
             for key in deleted:
-                await txn.delete(key)
+                if buffer_delete is not None:
+                    buffer_delete(key)
+                else:
+                    await txn.delete(key)
+        buffer_set = buffered_setter(txn)
         counters: dict[bytes, int] = {}
-        messages: list[Message] = []
         added: list[bytes] = []
-        writes: list[tuple[bytes, bytes]] = []
-        for send in sends:
-            target_tag = records.tag(send.target)
+        known = state.counters
+        for message in sends:  # each gets its seq and key here
+            target = message.target
+            target_tag = records.tag(target)
             last = counters.get(target_tag)
             if last is None:
-                last = state.counters.get(target_tag)
-            if last is None:
-                last = records.seq_of(
-                    await txn.get(records.counter_key(target_tag)), "outbox counter"
-                )
+                last = known.get(target_tag)
+                if last is None:
+                    raw = await txn.get(records.counter_key(target_tag))
+                    last = records.seq_of(raw, "outbox counter")
             seq = last + 1
             counters[target_tag] = seq
             key = records.outbox_key(target_tag, seq)
-            writes.append((key, Message.pack(send.target, send.operation, send.payload_json)))
-            added.append(key)
-            messages.append(
-                Message(
-                    sender,
-                    send.target,
-                    seq,
-                    send.operation,
-                    payload_json=send.payload_json,
-                    key=key,
-                    scalar=send.scalar,
-                )
-            )
-        for target_tag, seq in counters.items():
-            writes.append((records.counter_key(target_tag), records.seq_bytes(seq)))
-        buffer_set = buffered_setter(txn)  # kelpie's own transactions: no coroutine per write
-        for key, value in writes:
+            message.seq, message.key, message.sender_tag = seq, key, state.tag
+            payload_json = message.payload_json
+            assert payload_json is not None  # ctx.send encoded it
+            value = Message.pack(target, message.operation, payload_json)
             if buffer_set is not None:
                 buffer_set(key, value)
             else:
                 await txn.set(key, value)
-        if was_empty and messages:
+            added.append(key)
+        for target_tag, seq in counters.items():
+            key, value = records.counter_key(target_tag), records.seq_bytes(seq)
+            if buffer_set is not None:
+                buffer_set(key, value)
+            else:
+                await txn.set(key, value)
+        if was_empty and sends:
             # Before the commit: a crash after it must leave the outbox findable (ADR 0018).
             await self.services.index_put(sender, records.INDEX_OUTBOX, version)
-        outbox = _OutboxChange(stored, deleted, added)
-        return StagedSends(sender, state, outbox, counters, messages)
+        return StagedSends(sender, state, stored, deleted, added, counters, sends)
 
     def committed(self, staged: StagedSends) -> None:
         """The sender's commit landed: update the caches, deliver the new messages."""
         state = staged.state
-        change = staged.outbox
-        outbox = change.stored  # the cached set itself, or the one read in this commit
-        outbox.difference_update(change.deleted)
-        outbox.update(change.added)
+        outbox = staged.stored  # the cached set itself, or the one read in this commit
+        deleted = staged.deleted
+        if deleted:
+            outbox.difference_update(deleted)
+        outbox.update(staged.added)
         state.outbox = outbox
         state.counters.update(staged.counters)
-        acked = self._acked.get(staged.sender)
+        sender = staged.sender
+        acked = self._acked.get(sender)
         if acked:
-            acked.difference_update(change.deleted)
+            if deleted:
+                acked.difference_update(deleted)
             if acked:
                 acked &= outbox
-        self.enqueue(staged.sender, staged.messages)
+        self._enqueue(sender, staged.messages, acked)
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -216,22 +220,27 @@ class Messenger:
         return pending is not None and any(m.flight is not None for m in pending.values())
 
     def enqueue(self, sender: ActorId, messages: list[Message]) -> None:
+        self._enqueue(sender, messages, self._acked.get(sender))
+
+    def _enqueue(self, sender: ActorId, messages: list[Message], acked: set[bytes] | None) -> None:
+        """``enqueue``, given what of the sender's outbox is known delivered (``acked``)."""
         if not messages or self.closing:
             return
         self.used = True
-        acked = self._acked.get(sender, ())
         pending = None
         for message in messages:
-            if message.key in acked:  # read back, delivered since: it is only to be deleted
+            if acked and message.key in acked:  # read back, delivered since: only to delete
                 self._cleanup_later(sender)
             else:
                 if pending is None:
-                    pending = self._pending.setdefault(sender, {})
+                    pending = self._pending.get(sender)
+                    if pending is None:
+                        pending = self._pending[sender] = {}
                 pending.setdefault(message.key, message)
         if pending is not None:
-            self._hand(sender)
+            self._hand(sender, pending)
 
-    def _hand(self, sender: ActorId) -> None:
+    def _hand(self, sender: ActorId, pending: dict[bytes, Message] | None = None) -> None:
         """Hand each target's next pending message straight to it, unless a pump has them.
 
         Straight: no task and no wake-up of one; the target's worker calls
@@ -241,8 +250,13 @@ class Messenger:
         A pump takes over, once nothing is in flight, whatever needs retries,
         attempt counting or a read-back outbox's first attempt.
         """
-        pending = self._pending.get(sender)
-        if not pending or sender in self._pumps or sender in self._failures:
+        if pending is None:
+            pending = self._pending.get(sender)
+        if (
+            not pending
+            or (self._pumps and sender in self._pumps)
+            or (self._failures and sender in self._failures)
+        ):
             return
         if len(pending) == 1:
             messages: Iterable[Message] = pending.values()  # the common case
@@ -264,7 +278,7 @@ class Messenger:
                     continue
                 busy.add(target_tag)
             try:
-                message.flight = self.inboxes.hand_over(message, self._landed)
+                message.flight = self.inboxes.hand_over(message, self._on_landed)
             except Exception as exc:  # the pump retries or reports it
                 if self._in_flight(sender):  # once the last flight has landed
                     self._failures[sender] = [(message, exc)]
@@ -278,19 +292,20 @@ class Messenger:
         message.flight = None
         sender = message.sender
         pending = self._pending.get(sender)
+        acked = None
         if error is not None:
             self._failures.setdefault(sender, []).append((message, error))
         else:
-            self._delivered(sender, {} if pending is None else pending, message)
-        if sender in self._failures:
+            acked = self._delivered(sender, {} if pending is None else pending, message)
+        if self._failures and sender in self._failures:
             if not self._in_flight(sender):  # the last in flight: the pump takes over
                 self._start_pump(sender, self._failures.pop(sender))
             return
         if pending:
-            self._hand(sender)
+            self._hand(sender, pending)
         elif pending is not None:
             del self._pending[sender]
-            self._cleanup_later(sender)
+            self._cleanup_later(sender, acked)
 
     def _start_pump(self, sender: ActorId, failed: list[tuple[Message, Exception]]) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -365,14 +380,18 @@ class Messenger:
             self._delivered(sender, pending, message)
         return True
 
-    def _delivered(self, sender: ActorId, pending: dict[bytes, Message], message: Message) -> None:
-        """``message`` was applied: no longer pending; its outbox entry can go."""
+    def _delivered(
+        self, sender: ActorId, pending: dict[bytes, Message], message: Message
+    ) -> set[bytes]:
+        """``message`` was applied: no longer pending; its outbox entry can go (the
+        sender's acked keys, returned)."""
         pending.pop(message.key, None)
         acked = self._acked.get(sender)
         if acked is None:
-            self._acked[sender] = {message.key}
+            acked = self._acked[sender] = {message.key}
         else:
             acked.add(message.key)
+        return acked
 
     async def _deliver(self, message: Message, error: Exception | None = None) -> bool:
         """Apply ``message`` at its target; False if it must wait (retried later).
@@ -390,7 +409,7 @@ class Messenger:
                         return verdict
                     counted = True
                 try:
-                    await self.inboxes.apply(message, calls.Outcome())
+                    await self.inboxes.apply(message)
                 except Exception as raised:
                     error = raised
                 else:
@@ -414,13 +433,15 @@ class Messenger:
                 continue
             return verdict
 
-    def _cleanup_later(self, sender: ActorId) -> None:
+    def _cleanup_later(self, sender: ActorId, acked: set[bytes] | None = None) -> None:
         """Delete ``sender``'s delivered entries in ``CLEANUP_AFTER`` unless a commit does.
 
         A busy sender's next commit deletes them anyway (``stage``): a commit
         of their own is made only for entries still there after the delay.
+        ``acked``: the sender's acked keys, if the caller has them at hand.
         """
-        acked = self._acked.get(sender)
+        if acked is None:
+            acked = self._acked.get(sender)
         if not acked or sender in self._cleanups or self.closing:
             return
         loop = asyncio.get_running_loop()

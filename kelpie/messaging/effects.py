@@ -16,27 +16,12 @@ from typing import Any
 
 from kelpie.actor.codec import encode_json
 from kelpie.identity import ActorId
-from kelpie.messaging.records import MAX_REMINDER_NAME_BYTES, NOT_SCALAR
+from kelpie.messaging.records import MAX_REMINDER_NAME_BYTES, NOT_SCALAR, Message
 
-__all__ = ["Effects", "ReminderSet", "Send"]
+__all__ = ["Effects", "ReminderSet"]
 
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
-
-
-class Send:
-    """One ``ctx.send`` (a plain class: one is built per message sent)."""
-
-    __slots__ = ("operation", "payload_json", "scalar", "target")
-
-    def __init__(
-        self, target: ActorId, operation: str, payload_json: bytes, scalar: Any = NOT_SCALAR
-    ) -> None:
-        self.target = target
-        self.operation = operation
-        self.payload_json = payload_json
-        self.scalar = scalar
-        """The payload itself when it is an immutable JSON scalar (no decode to deliver it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +58,31 @@ class Effects:
     __slots__ = ("reminders", "sends")
 
     def __init__(self) -> None:
-        self.sends: list[Send] = []
+        self.sends: list[Message] = []
+        """Not numbered yet: the commit that stores them numbers them (``seq``, ``key``)."""
         self.reminders: dict[str, ReminderSet | None] = {}
         """Name -> the reminder to set, or ``None`` to cancel it (the last call wins)."""
 
-    def send(self, target: object, operation: object, payload: Any) -> None:
+    def send(self, sender: ActorId, target: object, operation: object, payload: Any) -> None:
         if not isinstance(target, ActorId):
             raise TypeError(f"target must be an ActorId, got {type(target).__name__}")
         if not isinstance(operation, str) or not operation:
             raise TypeError(f"operation must be a non-empty str, got {operation!r}")
         payload_json = encode_json(payload, "message payload")
+        # An immutable scalar payload is kept as is too: no decode to deliver it.
         scalar = payload if type(payload) in _SCALARS else NOT_SCALAR
-        self.sends.append(Send(target, operation, payload_json, scalar))
+        self.sends.append(
+            Message(
+                sender,
+                target,
+                0,  # numbered, keyed and tagged by the commit that stores it
+                operation,
+                payload_json=payload_json,
+                key=b"",
+                scalar=scalar,
+                sender_tag=b"",
+            )
+        )
 
     def set_reminder(
         self, name: object, after: object, operation: object, payload: Any, every: object

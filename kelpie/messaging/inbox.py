@@ -25,7 +25,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from kelpie.actor.actor import Actor
 from kelpie.actor.context import ActorContext
 from kelpie.identity import ActorId
 from kelpie.messaging import calls
@@ -56,8 +55,8 @@ class Requeue(Exception):
     """The target's mailbox closed before the message ran: deliver it again (transient)."""
 
 
-class Arrival:
-    """A message waiting in its target's mailbox, and how its deliverer hears the outcome.
+class Arrival(calls.Delivery):
+    """A message waiting in its target's mailbox, its outcome, and how its deliverer hears it.
 
     The deliverer either awaits ``future`` (a pump) or is called back by
     ``then`` with the arrival and its error (``None``: applied), synchronously,
@@ -65,17 +64,15 @@ class Arrival:
     (a message handed straight over, ``Messenger``).
     """
 
-    __slots__ = ("finished", "future", "message", "outcome", "then")
+    __slots__ = ("finished", "future", "then")
 
     def __init__(
         self,
         message: Message,
-        outcome: calls.Outcome,
         future: asyncio.Future[None] | None = None,
         then: Callable[[Arrival, Exception | None], None] | None = None,
     ) -> None:
-        self.message = message
-        self.outcome = outcome
+        super().__init__(message)
         self.future = future
         self.then = then
         self.finished = False
@@ -87,7 +84,7 @@ class Arrival:
 
     def settle(self) -> None:
         """The transaction that carried it committed: report its outcome."""
-        self._finish(self.outcome.gap)
+        self._finish(self.gap)
 
     def fail(self, exc: Exception) -> None:
         self._finish(exc)
@@ -108,6 +105,9 @@ class Arrival:
 
 def take(arrived: list[Arrival]) -> list[Arrival]:
     """Up to ``MAX_TOGETHER`` arrivals whose deliverer still waits, removed from ``arrived``."""
+    if len(arrived) == 1:  # the common case
+        arrival = arrived.pop()
+        return [arrival] if arrival.waiting else []
     batch = [arrival for arrival in arrived[:MAX_TOGETHER] if arrival.waiting]
     del arrived[:MAX_TOGETHER]
     return batch
@@ -126,10 +126,10 @@ class Inboxes:
     def __init__(self, arrive: Callable[[ActorId, Arrival], None]) -> None:
         self._arrive = arrive
 
-    async def apply(self, message: Message, outcome: calls.Outcome) -> None:
+    async def apply(self, message: Message) -> None:
         """Apply ``message`` at its target; raise what delivering it alone would raise."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._arrive(message.target, Arrival(message, outcome, future))
+        self._arrive(message.target, Arrival(message, future))
         await future
 
     def hand_over(
@@ -139,15 +139,9 @@ class Inboxes:
 
         Raises at once what putting it there raises (no such actor type, a full mailbox).
         """
-        arrival = Arrival(message, calls.Outcome(), None, then)
+        arrival = Arrival(message, None, then)
         self._arrive(message.target, arrival)
         return arrival
-
-
-async def _apply_batch(actor: Actor[Any], ctx: ActorContext[Any], batch: list[Arrival]) -> None:
-    """Each message as ``calls.deliver`` would, in ``ctx``'s transaction; a gap skips one."""
-    pairs = [(arrival.message, arrival.outcome) for arrival in batch]
-    await calls.apply_together(actor, ctx, pairs)
 
 
 async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
@@ -155,12 +149,11 @@ async def deliver_alone(activation: Activation, batch: list[Arrival]) -> None:
     for arrival in batch:
         if not arrival.waiting:
             continue
-        outcome = arrival.outcome
-        outcome.applied, outcome.result, outcome.gap = False, None, None
+        arrival.applied, arrival.result, arrival.gap = False, None, None
         try:
             if not activation.loaded:
                 await activation.load()
-            await activation.invoke("", None, None, calls.deliver(arrival.message, outcome))
+            await activation.invoke("", None, None, calls.deliver(arrival.message, arrival))
         except Exception as exc:
             arrival.fail(exc)
         else:
@@ -175,8 +168,7 @@ async def deliver_arrived(activation: Activation, batch: list[Arrival]) -> None:
     try:
         if not activation.loaded:
             await activation.load()
-        pairs = [(arrival.message, arrival.outcome) for arrival in batch]
-        await activation.invoke("", None, None, calls.deliver_together(pairs))
+        await activation.invoke("", None, None, calls.deliver_together(batch))
     except Exception:
         await deliver_alone(activation, batch)
         return
@@ -217,7 +209,7 @@ async def invoke_with(
 
     async def body(ctx: ActorContext[Any]) -> Any:
         nonlocal started
-        await _apply_batch(actor, ctx, batch)
+        await calls.apply_together(actor, ctx, batch)  # each as calls.deliver would
         started = True
         return await handler(ctx, payload)
 

@@ -23,7 +23,6 @@ reminder may be due then.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 from typing import TYPE_CHECKING, Any
 
@@ -67,14 +66,39 @@ NOT_SCALAR: Any = object()
 """A message's ``scalar`` when its payload is not an immutable JSON scalar."""
 
 
-@functools.lru_cache(maxsize=65536)
+CACHE_LIMIT = 65536
+"""Most entries a cache of this module holds; a full cache starts again empty."""
+
+_tags: dict[tuple[str, str, str | None], bytes] = {}
+
+
 def tag(actor: ActorId, extra: str | None = None) -> bytes:
-    """16 bytes naming ``actor`` (and ``extra``) among the keys of another actor (cached)."""
+    """16 bytes naming ``actor`` (and ``extra``) among the keys of another actor (cached).
+
+    Cached by the id's strings, not by the ``ActorId``: a handler builds a
+    new id for each message it sends, and a plain dict (no LRU bookkeeping)
+    keeps a hit to one lookup.
+    """
+    key = (actor.namespace, actor.id, extra)
+    found = _tags.get(key)
+    if found is None:
+        found = _cached(_tags, key, _tag(actor, extra))
+    return found
+
+
+def _tag(actor: ActorId, extra: str | None) -> bytes:
     ns, id_ = actor.namespace.encode(), actor.id.encode()
     text = b"%d:%s%d:%s" % (len(ns), ns, len(id_), id_)
     if extra is not None:
         text += extra.encode()
     return hashlib.sha256(text).digest()[:16]
+
+
+def _cached(cache: dict[Any, bytes], key: Any, value: bytes) -> bytes:
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def seq_bytes(seq: int) -> bytes:
@@ -179,14 +203,15 @@ class Message:
 
     __slots__ = (
         "_payload",
-        "_payload_json",
         "_scalar",
         "attempted",
         "flight",
         "key",
         "operation",
+        "payload_json",
         "recovered",
         "sender",
+        "sender_tag",
         "seq",
         "target",
     )
@@ -202,13 +227,17 @@ class Message:
         payload_json: bytes | None = None,
         key: bytes | None = None,
         scalar: Any = NOT_SCALAR,
+        sender_tag: bytes | None = None,
     ) -> None:
         self.sender = sender
+        self.sender_tag = tag(sender) if sender_tag is None else sender_tag
+        """``tag(sender)``: what names the sender among the target's records."""
         self.target = target
         self.seq = seq
         self.operation = operation
         self._payload = payload
-        self._payload_json = payload_json
+        self.payload_json = payload_json
+        """The payload as the sender encoded it (``None``: kept decoded in ``_payload``)."""
         self._scalar = scalar
         self.key = outbox_key(tag(target), seq) if key is None else key
         self.recovered = False
@@ -222,14 +251,14 @@ class Message:
     def payload(self) -> Any:
         if self._scalar is not NOT_SCALAR:
             return self._scalar
-        return self._payload if self._payload_json is None else decode_json(self._payload_json)
+        return self._payload if self.payload_json is None else decode_json(self.payload_json)
 
     def fresh_payload(self) -> Any:
         """The payload for one delivery: a handler may change it without touching others."""
         if self._scalar is not NOT_SCALAR:
             return self._scalar  # immutable: nothing to copy
-        if self._payload_json is not None:
-            return decode_json(self._payload_json)
+        if self.payload_json is not None:
+            return decode_json(self.payload_json)
         return copy.deepcopy(self._payload)
 
     def __repr__(self) -> str:
@@ -257,12 +286,19 @@ class Message:
         return cls(sender, target, int.from_bytes(key[17:], "big"), head["o"], payload)
 
 
-@functools.lru_cache(maxsize=4096)
+_heads: dict[tuple[str, str, str], bytes] = {}
+
+
 def _head(target: ActorId, operation: str) -> bytes:
-    return b'{"t":%s,"o":%s}\n' % (
-        encode_json(actor_json(target), "message target"),
-        encode_json(operation, "message operation"),
-    )
+    key = (target.namespace, target.id, operation)
+    found = _heads.get(key)
+    if found is None:
+        head = b'{"t":%s,"o":%s}\n' % (
+            encode_json(actor_json(target), "message target"),
+            encode_json(operation, "message operation"),
+        )
+        found = _cached(_heads, key, head)
+    return found
 
 
 def dead_letter(message: Message, error: str) -> bytes:

@@ -43,7 +43,6 @@ from kelpie.messaging.effects import Effects
 from kelpie.storage.protocol import Storage, Transaction
 
 if TYPE_CHECKING:
-    from kelpie.messaging.inbox import Arrival
     from kelpie.runtime.runtime import Runtime
 
 __all__ = ["Services", "Staged"]
@@ -124,9 +123,6 @@ class Services:
 
     async def submit(self, actor_id: ActorId, special: calls.Special) -> Any:
         return await self.runtime._submit(actor_id, special)
-
-    def arrive(self, actor_id: ActorId, arrival: Arrival) -> None:
-        self.runtime._arrive(actor_id, arrival)
 
     async def _index_write(self, shard: ActorId, key: bytes, value: bytes | None) -> None:
         async with self.storage.transaction(shard) as txn:

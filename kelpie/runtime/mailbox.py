@@ -12,8 +12,8 @@ actor's order holds across retries (``retry.py``).
 
 Messages from other actors (``kelpie.messaging``) wait beside the queue in
 ``arrived`` and ride the next transaction the worker runs: the next user
-invocation's, or the one the ``_Deliver`` marker their arrival queued starts
-when nothing else comes first (``kelpie.messaging.inbox``, ADR 0020).
+invocation's, or, once the queue has run empty, one of their own
+(``kelpie.messaging.inbox``, ADR 0020).
 """
 
 from __future__ import annotations
@@ -59,13 +59,6 @@ class _Renew:
     """Renew the actor's lease (queued by the runtime's sweep)."""
 
 
-class _Deliver:
-    """Apply the messages that arrived, unless an invocation took them first."""
-
-
-_DELIVER = _Deliver()
-
-
 class Mailbox:
     """The queue and worker task of one actor."""
 
@@ -80,7 +73,7 @@ class Mailbox:
     ) -> None:
         self.activation = activation
         self._retry = retry
-        self._items: deque[_Call | _Stop | _Renew | _Deliver] = deque()
+        self._items: deque[_Call | _Stop | _Renew] = deque()
         self._capacity = capacity
         self._wakeup: asyncio.Future[None] | None = None
         """Set while the worker waits for an item."""
@@ -89,8 +82,6 @@ class Mailbox:
         self.stopping = False
         self.arrived: list[Arrival] = []
         """Messages waiting for this actor's next transaction."""
-        self._deliver_queued = False
-        """A ``_Deliver`` marker is in the queue."""
         self._loop = asyncio.get_running_loop()
         self.idle_since: float | None = self._loop.time()
         """Loop time since which the mailbox has been empty and idle; None while busy."""
@@ -116,7 +107,7 @@ class Mailbox:
         return reply
 
     def arrive(self, arrival: Arrival) -> None:
-        """Add a message to the actor's next transaction (a marker makes sure there is one)."""
+        """Add a message to the actor's next transaction (see ``_run`` for which one)."""
         if len(self.arrived) >= self._capacity:
             raise MailboxFullError(
                 f"the mailbox of actor {self.activation.actor_id} is full "
@@ -124,14 +115,7 @@ class Mailbox:
             )
         self.arrived.append(arrival)
         self.idle_since = None
-        if not self._deliver_queued:
-            self._deliver_queued = True
-            if self._items:
-                self._put(_DELIVER)  # behind what is queued; a user call there takes them
-            else:
-                # The worker is idle: give its caller a turn to queue a call that then
-                # carries the messages, rather than waking the worker for the marker.
-                self._loop.call_soon(self._put, _DELIVER)
+        self._wake()  # a worker waiting for items: the queue is empty
 
     def renew(self) -> None:
         """Queue a lease renewal; skipped when the queue is full of calls (they renew)."""
@@ -145,14 +129,18 @@ class Mailbox:
         self._put(_Stop(reply))  # never refused for a full queue: it waits its turn
         return reply
 
-    def _put(self, item: _Call | _Stop | _Renew | _Deliver) -> None:
+    def _put(self, item: _Call | _Stop | _Renew) -> None:
         self._items.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
     async def _wait_for_item(self) -> None:
-        while not self._items:
+        """Until something is queued or has arrived."""
+        while not self._items and not self.arrived:
             self.idle_since = self._loop.time()
             self._wakeup = self._loop.create_future()
             try:
@@ -171,14 +159,15 @@ class Mailbox:
                 await asyncio.wait((self._after,))
             while True:
                 if not items:
-                    await self._wait_for_item()
+                    if self.arrived:  # and no call queued to carry them
+                        await self._deliver_arrived()
+                    else:
+                        await self._wait_for_item()
+                    continue
                 item = items.popleft()
                 if isinstance(item, _Stop):
                     stop = item
                     break
-                if item is _DELIVER:
-                    await self._deliver_arrived()
-                    continue
                 if isinstance(item, _Renew):
                     try:
                         await activation.renew()
@@ -225,28 +214,17 @@ class Mailbox:
         finally:
             self._fail_leftovers()
 
-    def _take_arrived(self) -> list[Arrival]:
-        batch = inbox.take(self.arrived)
-        if self.arrived and not self._deliver_queued:  # more than one batch waited
-            self._deliver_queued = True
-            self._put(_DELIVER)
-        return batch
-
     async def _deliver_arrived(self) -> None:
-        """At the marker: leave the messages to a user call queued behind it, else apply them.
+        """Messages arrived and nothing is queued: apply them, unless a user call comes first.
 
-        With nothing queued the worker yields once first: a caller whose
-        previous call just returned gets to queue its next one, which then
-        carries the messages in its own commit.
+        The worker yields once first: a caller whose previous call just
+        returned gets to queue its next one, which then carries the messages
+        in its own commit (the worker's loop runs it next).
         """
-        if self.arrived:
-            if not self._items:
-                await asyncio.sleep(0)
-            if self._user_call_waiting():
-                self._put(_DELIVER)  # behind that call: a no-op if it took everything
-                return
-        self._deliver_queued = False
-        batch = self._take_arrived()
+        await asyncio.sleep(0)
+        if self._user_call_waiting():
+            return
+        batch = inbox.take(self.arrived)
         if batch:
             await inbox.deliver_arrived(self.activation, batch)
 
@@ -270,7 +248,7 @@ class Mailbox:
         activation = self.activation
         if not activation.loaded:
             await activation.load()  # a failure here is the call's; the messages keep waiting
-        batch = self._take_arrived()
+        batch = inbox.take(self.arrived)
         if not batch:
             return await self._call(item)
         retry = self._retry
@@ -337,7 +315,7 @@ class Mailbox:
         # Nothing can be queued after stopping is set, but a put may race an idle exit.
         while self._items:
             item = self._items.popleft()
-            if isinstance(item, _Renew | _Deliver):
+            if isinstance(item, _Renew):
                 continue
             if isinstance(item, _Stop):
                 if not item.reply.done():

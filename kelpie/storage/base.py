@@ -26,7 +26,13 @@ from kelpie.storage.limits import (
     check_value,
 )
 
-__all__ = ["BufferedTransaction", "StorageBase", "Writes", "buffered_setter"]
+__all__ = [
+    "BufferedTransaction",
+    "StorageBase",
+    "Writes",
+    "buffered_deleter",
+    "buffered_setter",
+]
 
 Writes = dict[bytes, bytes | None]
 """Buffered writes of a transaction: key -> new value, or ``None`` to delete."""
@@ -48,9 +54,15 @@ class BufferedTransaction(abc.ABC):
     _tracks_reads: bool = False
     """True when ``_validate`` is this base's generic check (reads are remembered)."""
 
+    _plain_writes: bool = True
+    """True when ``set`` and ``delete`` are this base's own: they only buffer."""
+
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls._tracks_reads = cls._validate is BufferedTransaction._validate
+        cls._plain_writes = (
+            cls.set is BufferedTransaction.set and cls.delete is BufferedTransaction.delete
+        )
 
     def __init__(self, storage: StorageBase, actor: ActorId) -> None:
         self._storage = storage
@@ -132,8 +144,14 @@ class BufferedTransaction(abc.ABC):
         self._writes[key] = value
 
     async def delete(self, key: bytes) -> None:
-        self._check_open()
-        check_key(key)
+        self.buffer_delete(key)
+
+    def buffer_delete(self, key: bytes) -> None:
+        """``delete`` without a coroutine (see ``buffer_set``)."""
+        if not self._open or self._storage._closed:
+            self._check_open()  # raises the right error
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            check_key(key)  # raises the right error (or accepts a bytes subclass)
         self._writes[key] = None
 
     async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
@@ -192,11 +210,16 @@ def buffered_setter(txn: Any) -> Callable[[bytes, bytes], None] | None:
     """``txn.buffer_set`` if ``txn`` buffers a write without a coroutine, else ``None``.
 
     kelpie's own transactions do; any other ``Transaction`` (a wrapper, one
-    that overrides ``set``) must be written through ``await txn.set``.
+    that overrides ``set`` or ``delete``) must be written through ``await txn.set``.
+    Asked of the type: a wrapper that forwards attributes to a transaction
+    inside it is not taken for that transaction.
     """
-    if isinstance(txn, BufferedTransaction) and type(txn).set is BufferedTransaction.set:
-        return txn.buffer_set
-    return None
+    return txn.buffer_set if getattr(type(txn), "_plain_writes", False) else None
+
+
+def buffered_deleter(txn: Any) -> Callable[[bytes], None] | None:
+    """``txn.buffer_delete`` if ``txn`` buffers a delete without a coroutine, else ``None``."""
+    return txn.buffer_delete if getattr(type(txn), "_plain_writes", False) else None
 
 
 class StorageBase(abc.ABC):

@@ -226,7 +226,7 @@ async def test_messages_reaching_a_busy_target_share_a_commit_and_a_poison_one_f
     together: list[int] = []
     apply_together = calls.apply_together
 
-    async def counting(actor: Any, ctx: Any, batch: list[tuple[Any, calls.Outcome]]) -> None:
+    async def counting(actor: Any, ctx: Any, batch: list[calls.Delivery]) -> None:
         together.append(len(batch))  # carried by a user's call, or a commit of their own
         await apply_together(actor, ctx, batch)
 
