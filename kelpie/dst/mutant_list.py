@@ -153,12 +153,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "memory",
     ),
     Mutant(
-        "memory_delete_off_by_one",
+        "memory_delete_stays_listed",
         "storage/memory.py",
-        "del self.sorted_keys[bisect.bisect_left(self.sorted_keys, key)]",
-        "del self.sorted_keys[bisect.bisect_right(self.sorted_keys, key)]",
-        "deleting a key removes its neighbour from the sorted key index "
-        "(bisect_right for bisect_left)",
+        "                    else:\n                        self.removed.add(key)\n",
+        "",
+        "a deleted key that an earlier listing had seen is not noted as removed: "
+        "later listings still return it",
         "memory",
     ),
     Mutant(

@@ -41,27 +41,62 @@ __all__ = ["MemoryStorage", "open_memory"]
 
 @dataclass
 class _ActorRecords:
+    """One actor's keys and values, and its keys in order for listings.
+
+    The order is brought up to date by the listing that needs it, not by
+    every commit: a commit only notes the keys it added or removed since.
+    Commits mostly touch keys that came and went between listings (an
+    outbox entry, say), and keeping a list of hundreds of keys sorted on
+    each one made every commit walk it (ADR 0022).
+    """
+
     values: dict[bytes, bytes] = field(default_factory=dict)
-    sorted_keys: list[bytes] = field(default_factory=list)
+    listed: list[bytes] = field(default_factory=list)
+    """The keys, sorted, as of the last listing (``added``/``removed`` since)."""
+    added: set[bytes] = field(default_factory=set)
+    """Keys stored since the last listing, not in ``listed``."""
+    removed: set[bytes] = field(default_factory=set)
+    """Keys of ``listed`` deleted since the last listing."""
     version: int = 0
 
+    def sorted_keys(self) -> list[bytes]:
+        """Every key, in order."""
+        keys = self.listed
+        if self.removed:
+            removed = self.removed
+            keys = [key for key in keys if key not in removed]
+            removed.clear()
+        if self.added:
+            keys = sorted(keys + sorted(self.added))  # two sorted runs: merged in one pass
+            self.added.clear()
+        self.listed = keys
+        return keys
+
     def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
-        start = bisect.bisect_left(self.sorted_keys, prefix)
+        keys = self.sorted_keys()
+        start = bisect.bisect_left(keys, prefix)
         end = start
-        keys = self.sorted_keys
         while end < len(keys) and keys[end].startswith(prefix):
             end += 1
         return keys[start:end]
 
     def apply(self, writes: Writes) -> None:
+        values = self.values
         for key, value in writes.items():
             if value is None:
-                if self.values.pop(key, None) is not None:
-                    del self.sorted_keys[bisect.bisect_left(self.sorted_keys, key)]
+                if values.pop(key, None) is not None:
+                    if key in self.added:
+                        self.added.discard(key)
+                    else:
+                        self.removed.add(key)
             else:
-                if key not in self.values:
-                    bisect.insort(self.sorted_keys, key)
-                self.values[key] = value
+                size = len(values)
+                values[key] = value
+                if len(values) != size:  # a new key (one dict probe, not two)
+                    if key in self.removed:
+                        self.removed.discard(key)
+                    else:
+                        self.added.add(key)
         self.version += 1
 
 
@@ -114,7 +149,7 @@ class _Store:
         self.deletes = max(self.deletes, records.version) + 1
         if records.values:
             self._unlist(actor)
-        return dict.fromkeys(records.sorted_keys)
+        return dict.fromkeys(records.sorted_keys())
 
     def _unlist(self, actor: ActorId) -> None:
         listed = self.listed

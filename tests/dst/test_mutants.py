@@ -30,7 +30,7 @@ CI_MUTANTS = (  # one per area, each caught well within 30 seeds of today's stor
     "handover_waits_for_exited_only",  # runtime: mailbox hand-over (issue 13, bug 1)
     "no_rollback_on_error",  # runtime: memory rollback after a handler error
     "ryw_ignores_buffered_delete",  # storage layer: read-your-writes
-    "memory_delete_off_by_one",  # memory backend: apply
+    "memory_delete_stays_listed",  # memory backend: apply
     "batcher_leader_drops_error",  # group commit: outcome routing
     "batcher_failure_reported_ok",  # group commit: a whole batch failing (batch_fail)
     "lease_expiry_ignores_renewals",  # runtime: leases (the lease watch)
