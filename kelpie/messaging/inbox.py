@@ -8,7 +8,7 @@ worker applies what has arrived in the next transaction it runs anyway:
   (``invoke_with``): the messages first, each checked against and advancing
   its own sender's mark as ``calls.deliver`` would, then the handler; one
   commit for all of it;
-- at the ``deliver`` marker the arrival queued (the actor had nothing else to
+- once the mailbox's queue has run empty (the actor had nothing else to
   do): all of them in one transaction (``deliver_arrived``).
 
 At most ``MAX_TOGETHER`` messages go in one transaction. Whatever goes wrong
