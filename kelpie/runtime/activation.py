@@ -356,3 +356,8 @@ class Activation:
             raise
         finally:
             self._loaded = None
+            if self.services is not None:
+                # What it cached of its outbox is this activation's alone (messages still
+                # in flight are delivery's, not the cache's): a runtime that activates
+                # many actors over time must not keep one cache per actor it ever ran.
+                self.services.forget(self.actor_id)

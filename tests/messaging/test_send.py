@@ -176,3 +176,27 @@ async def test_a_failing_message_becomes_a_dead_letter_and_later_ones_flow(
         raw = await storage.get(acct("b"), letters[0])
         assert raw is not None and b"poisoned message" in raw and b"poison" in raw
         assert any("dead letter" in r.getMessage() for r in caplog.records)
+
+
+@on_backends
+async def test_a_deactivated_sender_leaves_no_outbox_cache_behind(storage: Storage) -> None:
+    async with runtime(storage) as rt:
+        messenger = rt._messaging.messenger
+        await rt.invoke(acct("a"), "deposit", 10)
+        await rt.invoke(acct("a"), "transfer", {"to": "b", "amount": 1, "note": "t"})
+        assert acct("a") in messenger._senders  # its commits keep the cache exact
+
+        async def arrived() -> bool:
+            return bool(await balance(rt, "b") == 1)
+
+        await settle(arrived)
+        await rt.deactivate(acct("a"))
+        assert acct("a") not in messenger._senders
+        # Activated again, it reads its outbox afresh and still sends exactly once.
+        await rt.invoke(acct("a"), "transfer", {"to": "b", "amount": 2, "note": "t2"})
+
+        async def again() -> bool:
+            return bool(await balance(rt, "b") == 3 and not await outbox(storage, "a"))
+
+        await settle(again)
+        assert (await rt.invoke(acct("b"), "state"))["log"] == ["t", "t2"]
