@@ -36,7 +36,9 @@ MIN_SEEDS: Final = 20
 """Storms smaller than this never fail for a path not taken (a replay of one seed)."""
 
 CONFLICT: Final = "conflict"
-"""A client saw a real ``TransactionConflictError`` (fence or version check; not injected)."""
+"""A real conflict (fence or version check; not injected) reached a client: as a
+``TransactionConflictError``, or as the ``ActorActiveElsewhereError`` that a lease
+takeover which lost the race raises instead, naming the node that won."""
 VERSION_CONFLICT: Final = "version_conflict"
 """The backend's version check refused a commit (another commit landed since its reads)."""
 LEASE_REDIRECT: Final = "lease_redirect"

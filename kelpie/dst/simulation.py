@@ -285,6 +285,12 @@ class Simulation:
                     self.count(coverage.ZOMBIE_REJECTED)
         elif isinstance(error, ActorActiveElsewhereError):
             self.count(coverage.LEASE_REDIRECT)
+            if isinstance(error.__cause__, TransactionConflictError) and not isinstance(
+                error.__cause__, InjectedFault
+            ):
+                # A takeover that lost to the owner's renewal or to another node's
+                # takeover: a real conflict, which the runtime answers with the owner.
+                self.count(coverage.CONFLICT)
 
     def _crashed(
         self, caller: asyncio.Task[Any], process: Process, number: int

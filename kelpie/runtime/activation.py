@@ -35,7 +35,7 @@ from kelpie.errors import (
 from kelpie.identity import ActorId
 from kelpie.runtime.deadline import within
 from kelpie.runtime.idempotency import Idempotency
-from kelpie.runtime.lease import Leases
+from kelpie.runtime.lease import Leases, stored_lease
 from kelpie.storage.protocol import Storage, Transaction
 
 if TYPE_CHECKING:
@@ -172,6 +172,10 @@ class Activation:
             # may_take() said yes above (or the lease was free): take it.
             try:
                 await self.execute(_nothing, owner=leases.node_id)
+            except TransactionConflictError as exc:
+                self._loaded = None
+                await self._held_elsewhere(leases, loaded, exc)
+                raise
             except BaseException:
                 self._loaded = None
                 raise
@@ -181,6 +185,26 @@ class Activation:
             except BaseException:
                 self._loaded = None
                 raise
+
+    async def _held_elsewhere(
+        self, leases: Leases, read: _Loaded, conflict: TransactionConflictError
+    ) -> None:
+        """A takeover lost a race: raise ``ActorActiveElsewhereError`` if a node holds it now.
+
+        A commit landed between the read that found the lease free or expired
+        (``read``) and the commit that took it: the owner renewed late (its
+        loop was busy), or another node took the actor first. Either way the
+        caller is best told who holds it, as a load a moment later would tell
+        it, and this node starts watching that lease afresh. A conflict that
+        left the lease as it was read is raised as it is.
+        """
+        owner, seq = await stored_lease(self._storage, self.actor_id)
+        if owner in ("", leases.node_id) or (owner, seq) == (read.owner, read.seq):
+            return
+        leases.may_take(self.actor_id, owner, seq)  # a new sighting: the watch restarts
+        raise ActorActiveElsewhereError(
+            f"actor {self.actor_id} is active on node {owner!r}", owner=owner
+        ) from conflict
 
     # -- the commit path --------------------------------------------------------
 
