@@ -275,9 +275,7 @@ class Simulation:
         return True
 
     def _note_error(self, error: BaseException, process: Process, actor: ActorId) -> None:
-        if isinstance(error, TransactionConflictError):
-            if isinstance(error, InjectedFault):
-                return
+        if _real_conflict(error):
             self.count(coverage.CONFLICT)
             if actor in process.stale:
                 process.stale.discard(actor)
@@ -285,9 +283,7 @@ class Simulation:
                     self.count(coverage.ZOMBIE_REJECTED)
         elif isinstance(error, ActorActiveElsewhereError):
             self.count(coverage.LEASE_REDIRECT)
-            if isinstance(error.__cause__, TransactionConflictError) and not isinstance(
-                error.__cause__, InjectedFault
-            ):
+            if _real_conflict(error.__cause__):
                 # A takeover that lost to the owner's renewal or to another node's
                 # takeover: a real conflict, which the runtime answers with the owner.
                 self.count(coverage.CONFLICT)
@@ -472,3 +468,8 @@ class Simulation:
         self.count(coverage.VERSION_CONFLICT, sum(p.storage.conflicts for p in everyone))
         self.count(coverage.ZOMBIE_REJECTED, sum(p.storage.zombie_conflicts for p in everyone))
         self.count(coverage.UNKNOWN_NOT_APPLIED, self.injector.fired.get("lost_commit", 0))
+
+
+def _real_conflict(error: BaseException | None) -> bool:
+    """A ``TransactionConflictError`` the store raised (a fence or version check), not injected."""
+    return isinstance(error, TransactionConflictError) and not isinstance(error, InjectedFault)

@@ -218,12 +218,7 @@ async def _apply(
     (its mark already checked)."""
     handler = handler_of(actor, message.operation)
     outcome.result = await handler(ctx, message.fresh_payload())
-    buffer_set = ctx._buffer_set
-    if buffer_set is not None:  # kelpie's own transactions: no coroutine (see _set_mark)
-        buffer_set(records.HIGH_WATER + sender_tag, message.seq.to_bytes(8, "big"))
-        _note_mark(ctx, sender_tag, message.seq)
-    else:
-        await _set_mark(ctx, txn, sender_tag, message.seq)
+    await _set_mark(ctx, txn, sender_tag, message.seq)
     if message.attempted:
         await txn.delete(records.failures_key(sender_tag))
     ctx.wrote = True

@@ -144,10 +144,7 @@ class Messenger:
         deleted: list[bytes] = []
         acked = self._acked.get(sender)
         if acked:
-            if len(acked) == 1:  # the common case: the last message sent, delivered since
-                deleted = [key for key in acked if key in stored]
-            else:
-                deleted = sorted(acked & stored)
+            deleted = sorted(acked & stored)
             buffer_delete = buffered_deleter(txn)  # kelpie's own: no coroutine per write
             for key in deleted:
                 if buffer_delete is not None:
