@@ -87,6 +87,7 @@ def _make_encoder() -> Callable[[Any], str]:
 
 
 _encode = _make_encoder()
+_encode_str = json.encoder.encode_basestring
 
 
 def encode_json(value: Any, what: str) -> bytes:
@@ -97,6 +98,8 @@ def encode_json(value: Any, what: str) -> bytes:
     if type(value) is int:
         return b"%d" % value
     try:
+        if type(value) is str:  # what the encoder does with one, without its machinery
+            return _encode_str(value).encode("utf-8")
         return _encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} cannot be encoded as JSON: {exc}") from exc

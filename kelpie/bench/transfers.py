@@ -23,7 +23,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from kelpie.actor import Actor, ActorContext, ActorId
 from kelpie.bench.measure import BenchOptions, Target, new_namespace
@@ -97,11 +96,11 @@ def account_class(applied: Applied) -> type[Actor[Balance]]:
         async def deposit(self, ctx: ActorContext[Balance], payload: int) -> None:
             ctx.state.balance += payload
 
-        async def debit(self, ctx: ActorContext[Balance], payload: dict[str, Any]) -> None:
-            ctx.state.balance -= payload["amount"]
+        async def debit(self, ctx: ActorContext[Balance], payload: str) -> None:
+            """Move 1 to account ``payload`` (an id in this namespace)."""
+            ctx.state.balance -= 1
             ctx.state.sent += 1
-            target = ActorId(ctx.actor_id.namespace, payload["to"])
-            ctx.send(target, "credit", payload["amount"])
+            ctx.send(ActorId(ctx.actor_id.namespace, payload), "credit", 1)
 
         async def credit(self, ctx: ActorContext[Balance], payload: int) -> None:
             ctx.state.balance += payload
@@ -131,7 +130,7 @@ class _TransferSlicer:
 
     async def _debit(self, source: ActorId, to: str) -> None:
         self.sides.sent += 1
-        await self.sides.runtime.invoke(source, "debit", {"to": to, "amount": 1})
+        await self.sides.runtime.invoke(source, "debit", to)
 
     def _calls(self) -> list[Call]:
         sides = self.sides

@@ -46,7 +46,11 @@ class GapError(Exception):
 
 
 class Outcome:
-    """What a special call did (its result goes to the runtime, not to a user)."""
+    """What a special call did (its result goes to the runtime, not to a user).
+
+    ``kelpie.messaging.inbox.Arrival`` sets these slots itself (no ``__init__``
+    chain per message): a slot added here goes there too.
+    """
 
     __slots__ = ("applied", "attempts", "dead", "gap", "result")
 
@@ -154,8 +158,12 @@ def _next_after(message: Message, mark: int) -> int | None:
     if message.seq <= mark:
         return None
     if message.seq > mark + 1:
-        raise GapError(f"{message!r} arrived after #{mark}: an earlier message is missing")
+        raise _gap(message, mark)
     return mark
+
+
+def _gap(message: Message, mark: int) -> GapError:
+    return GapError(f"{message!r} arrived after #{mark}: an earlier message is missing")
 
 
 def deliver(message: Message, outcome: Outcome) -> Special:
@@ -190,18 +198,18 @@ async def apply_together(
     actor: Actor[Any], ctx: ActorContext[Any], batch: Sequence[Delivery]
 ) -> None:
     """``deliver_together``'s work in a transaction already running (a user's call's)."""
-    txn = txn_of(ctx)
+    txn = ctx._txn
     for outcome in batch:
         message = outcome.message
         sender_tag = message.sender_tag
         mark = _known_mark(ctx, sender_tag)  # known: no coroutine to ask the store
         if mark is None:
             mark = await _read_mark(ctx, txn, message, sender_tag)
-        try:
-            if _next_after(message, mark) is None:
-                continue
-        except GapError as gap:
-            outcome.gap = gap
+        seq = message.seq  # _next_after, inline: this loop runs for every message
+        if seq <= mark:
+            continue  # applied already
+        if seq > mark + 1:
+            outcome.gap = _gap(message, mark)
             continue
         await _apply(actor, ctx, txn, message, outcome, sender_tag)
 

@@ -72,7 +72,13 @@ class Arrival(calls.Delivery):
         future: asyncio.Future[None] | None = None,
         then: Callable[[Arrival, Exception | None], None] | None = None,
     ) -> None:
-        super().__init__(message)
+        # Every slot set here (no chain of __init__ calls: one Arrival per message).
+        self.message = message
+        self.applied = False
+        self.dead = False
+        self.attempts = 0
+        self.result: Any = None
+        self.gap: calls.GapError | None = None
         self.future = future
         self.then = then
         self.finished = False

@@ -75,6 +75,25 @@ async def _nothing(ctx: ActorContext[Any]) -> None:
 class Activation:
     """An actor instance, its state as last committed, and its commit fence."""
 
+    # Slots: one per active actor, touched by every invocation (compact, no __dict__).
+    __slots__ = (
+        "_codec",
+        "_leases",
+        "_loaded",
+        "_loop",
+        "_retryable",
+        "_schema",
+        "_storage",
+        "_timeout",
+        "_version",
+        "_window",
+        "actor",
+        "actor_cls",
+        "actor_id",
+        "committed_at",
+        "services",
+    )
+
     def __init__(
         self,
         actor_id: ActorId,

@@ -62,6 +62,22 @@ class _Renew:
 class Mailbox:
     """The queue and worker task of one actor."""
 
+    # Slots: one per active actor, touched by every invocation (compact, no __dict__).
+    __slots__ = (
+        "_after",
+        "_capacity",
+        "_items",
+        "_loop",
+        "_on_exit",
+        "_retry",
+        "_wakeup",
+        "activation",
+        "arrived",
+        "idle_since",
+        "stopping",
+        "task",
+    )
+
     def __init__(
         self,
         activation: Activation,

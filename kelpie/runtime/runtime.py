@@ -176,6 +176,10 @@ class Runtime:
 
     def _arrive(self, actor_id: ActorId, arrival: Arrival) -> None:
         """Put a message in the actor's mailbox for its next transaction (kelpie.messaging)."""
+        mailbox = self._mailboxes.get(actor_id)
+        if mailbox is not None and not mailbox.stopping:  # _mailbox's first case, inline
+            mailbox.arrive(arrival)
+            return
         actor_cls = self._types.get(actor_id.namespace)
         if actor_cls is None:
             raise UnknownActorTypeError(

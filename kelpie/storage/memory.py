@@ -39,7 +39,7 @@ from kelpie.storage.url import StorageURL
 __all__ = ["MemoryStorage", "open_memory"]
 
 
-@dataclass
+@dataclass(slots=True)
 class _ActorRecords:
     """One actor's keys and values, and its keys in order for listings.
 
@@ -47,12 +47,15 @@ class _ActorRecords:
     every commit: a commit only notes the keys it added or removed since.
     Commits mostly touch keys that came and went between listings (an
     outbox entry, say), and keeping a list of hundreds of keys sorted on
-    each one made every commit walk it (ADR 0022).
+    each one made every commit walk it (ADR 0022). When more keys changed
+    since the last listing than it held, the order is dropped altogether
+    and the next listing sorts the keys afresh: a commit then notes nothing.
     """
 
     values: dict[bytes, bytes] = field(default_factory=dict)
-    listed: list[bytes] = field(default_factory=list)
-    """The keys, sorted, as of the last listing (``added``/``removed`` since)."""
+    listed: list[bytes] | None = None
+    """The keys, sorted, as of the last listing (``added``/``removed`` since);
+    ``None``: no order kept, the next listing sorts ``values``."""
     added: set[bytes] = field(default_factory=set)
     """Keys stored since the last listing, not in ``listed``."""
     removed: set[bytes] = field(default_factory=set)
@@ -62,13 +65,16 @@ class _ActorRecords:
     def sorted_keys(self) -> list[bytes]:
         """Every key, in order."""
         keys = self.listed
-        if self.removed:
-            removed = self.removed
-            keys = [key for key in keys if key not in removed]
-            removed.clear()
-        if self.added:
-            keys = sorted(keys + sorted(self.added))  # two sorted runs: merged in one pass
-            self.added.clear()
+        if keys is None:
+            keys = sorted(self.values)
+        else:
+            if self.removed:
+                removed = self.removed
+                keys = [key for key in keys if key not in removed]
+                removed.clear()
+            if self.added:
+                keys = sorted(keys + sorted(self.added))  # two sorted runs: merged in one pass
+                self.added.clear()
         self.listed = keys
         return keys
 
@@ -82,6 +88,15 @@ class _ActorRecords:
 
     def apply(self, writes: Writes) -> None:
         values = self.values
+        listed = self.listed
+        if listed is None:  # no order kept: nothing to note
+            for key, value in writes.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            self.version += 1
+            return
         for key, value in writes.items():
             if value is None:
                 if values.pop(key, None) is not None:
@@ -97,6 +112,11 @@ class _ActorRecords:
                         self.removed.discard(key)
                     else:
                         self.added.add(key)
+        if len(self.added) + len(self.removed) > len(listed):
+            # Merging would cost about what sorting afresh costs: stop noting.
+            self.listed = None
+            self.added.clear()
+            self.removed.clear()
         self.version += 1
 
 

@@ -23,6 +23,8 @@ from kelpie.errors import SerializationError
         True,
         "plain",
         'quote " and \\ and é and \U0001f600',
+        "",
+        "controls \n\t\x00\x1f\x7f and separators \u2028\u2029",
         [1, "x", None, [], {}],
         {"b": 1, "a": {"z": [1.25, False]}, "é": "ü"},
         (1, 2),
@@ -37,7 +39,15 @@ def test_encoding_is_compact_sorted_utf8_json(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [float("nan"), float("inf"), {"x": -float("inf")}, {1, 2}, b"bytes", {"a": object()}],
+    [
+        float("nan"),
+        float("inf"),
+        {"x": -float("inf")},
+        {1, 2},
+        b"bytes",
+        {"a": object()},
+        "lone surrogate \ud800",
+    ],
 )
 def test_what_json_cannot_hold_is_a_serialization_error(value: Any) -> None:
     with pytest.raises(SerializationError, match="payload cannot be encoded as JSON"):
