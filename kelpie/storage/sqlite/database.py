@@ -26,6 +26,7 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -232,10 +233,34 @@ class Database:
                 "open a new one in this process"
             )
 
+    def _switch_to_wal(self) -> str:
+        """Put the file in WAL mode (kept in the file: once per file); the mode it is in.
+
+        Processes opening a new file at the same moment race for the switch,
+        which needs the file to themselves, and SQLite answers "database is
+        locked" at once rather than calling the busy handler where waiting
+        could deadlock. So the switch is tried again, for up to ``busy_timeout``
+        as a lock would be waited for; a file already in WAL mode needs no switch.
+        """
+        db = self._writer_db
+        delay, waited = 0.002, 0.0
+        while True:
+            try:
+                mode = str(db.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
+                if mode != "wal":
+                    mode = str(db.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]).lower()
+                return mode
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or waited * 1000 >= self.options.busy_timeout:
+                    raise
+            time.sleep(delay)  # not a clock read: a wait, as SQLite's busy handler waits
+            waited += delay
+            delay = min(delay * 2, 0.05)
+
     def _init_schema(self) -> None:
         db = self._writer_db
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
-        if str(mode).lower() != "wal":
+        mode = self._switch_to_wal()
+        if mode != "wal":
             raise ConfigError(f"the SQLite file {self.path} cannot use WAL mode ({mode})")
         db.execute(f"PRAGMA synchronous = {self.options.sync.upper()}")
         db.execute("BEGIN IMMEDIATE")
