@@ -469,8 +469,12 @@ async def _cancel_on_a_lagging_master(
             except RETRYABLE:
                 await asyncio.sleep(0.05)
         # Sweeps run every second while the index holds entries: a fire, or a second
-        # one, comes within this.
-        await asyncio.sleep(max(0.0, max(due_at, cancelled_at) + 2.5 - time.monotonic()))
+        # one, comes within this -- counted from the failover too: on a loaded machine
+        # it can end after the due time, and the sweeps only then reach the new master.
+        recovered_at = time.monotonic()
+        await asyncio.sleep(
+            max(0.0, max(due_at, cancelled_at, recovered_at) + 2.5 - time.monotonic())
+        )
         state = await read_teller(storage, actor)
     await storage.close()
     return cancel, [fire["at"] for fire in state["fired"]], cancelled_at
