@@ -123,15 +123,25 @@ def kelpie(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     return result
 
 
-def copy_killed_halfway(source: str, destination: str) -> int:
-    """Start ``kelpie copy``, SIGKILL it once a fifth of the actors arrived; return how many."""
+_STOPPED_OK = "connect_timeout=60&socket_timeout=60"
+"""Redis timeouts for a copy that ``copy_killed_halfway`` keeps stopping: a connect or
+read it had started runs on the clock while it is stopped, and on a loaded machine
+the default 2 s ran out (the copy then exits 1: "unavailable ... Timeout connecting")."""
+
+
+def copy_killed_halfway(source: str, destination: str, errors: Path) -> int:
+    """Start ``kelpie copy``, SIGKILL it once a fifth of the actors arrived; return how many.
+
+    The copy's stderr goes to ``errors``: if it ends by itself, the assertion says why.
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kelpie.cli", "copy", source, destination],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kelpie.cli", "copy", source, destination],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
     deadline = time.monotonic() + 120
     # Into Redis, count while the copy is stopped: listing a cluster takes a
     # while on a loaded machine, and a copy left running meanwhile once
@@ -144,7 +154,10 @@ def copy_killed_halfway(source: str, destination: str) -> int:
                 process.send_signal(signal.SIGSTOP)
             if count(destination) >= ACTORS // 5:
                 break
-            assert process.poll() is None, "the copy ended before it could be killed"
+            assert process.poll() is None, (
+                f"the copy ended (exit {process.returncode}) before it could be killed: "
+                + errors.read_text(errors="replace")[-2000:]
+            )
             assert time.monotonic() < deadline
             if pause:
                 process.send_signal(signal.SIGCONT)
@@ -172,18 +185,18 @@ def test_a_copy_chain_killed_and_resumed_ends_byte_identical(
     seed = random.randrange(2**32)
     print(f"seed {seed}")
     first = f"lmdb://{tmp_path / 'first'}"
-    redis = f"{redis_server.url}?prefix=copy-{uuid.uuid4().hex}"
+    redis = f"{redis_server.url}?prefix=copy-{uuid.uuid4().hex}&{_STOPPED_OK}"
     sqlite = f"sqlite://{tmp_path / 'third.db'}"
     last = f"lmdb://{tmp_path / 'last'}"
     populate(first, seed)
 
-    copy_killed_halfway(first, redis)
+    copy_killed_halfway(first, redis, tmp_path / "copy-1.err")
     resume(first, redis)
     result = kelpie("copy", redis, sqlite)
     assert result.returncode == 0 and "verify: 2,005 actors compared: 2,005 identical" in (
         result.stdout
     )
-    copy_killed_halfway(sqlite, last)
+    copy_killed_halfway(sqlite, last, tmp_path / "copy-2.err")
     resume(sqlite, last)
 
     original, copied = dump(first), dump(last)
@@ -275,8 +288,8 @@ def test_a_copy_through_a_redis_cluster_killed_and_resumed(tmp_path: Path) -> No
     first, last = f"lmdb://{tmp_path / 'first'}", f"lmdb://{tmp_path / 'last'}"
     populate(first, 15)
     with RedisCluster(tmp_path / "cluster", replicas=0) as cluster:
-        url = f"{cluster.url}?prefix=copy"
-        copy_killed_halfway(first, url)
+        url = f"{cluster.url}?prefix=copy&{_STOPPED_OK}"
+        copy_killed_halfway(first, url, tmp_path / "copy.err")
         resume(first, url)
         result = kelpie("copy", url, last)
         assert result.returncode == 0
