@@ -26,7 +26,6 @@ import functools
 import os
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -185,6 +184,9 @@ class DeleteJob:
     encoded: bytes
 
 
+_WAL_SWITCH_ATTEMPTS = 20
+"""Tries at the WAL switch on a new file, each after a wait for the file (busy_timeout)."""
+
 Outcome: TypeAlias = "BaseException | None"
 """A commit's outcome: ``None`` once committed, or the exception its caller gets."""
 
@@ -239,23 +241,23 @@ class Database:
         Processes opening a new file at the same moment race for the switch,
         which needs the file to themselves, and SQLite answers "database is
         locked" at once rather than calling the busy handler where waiting
-        could deadlock. So the switch is tried again, for up to ``busy_timeout``
-        as a lock would be waited for; a file already in WAL mode needs no switch.
+        could deadlock. So after such an answer the opener waits for the file
+        as for any lock, through the busy handler (``busy_timeout``), by taking
+        and releasing it, and tries again; a file in WAL mode needs no switch.
         """
         db = self._writer_db
-        delay, waited = 0.002, 0.0
-        while True:
+        for attempt in range(_WAL_SWITCH_ATTEMPTS):
             try:
                 mode = str(db.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
                 if mode != "wal":
                     mode = str(db.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]).lower()
                 return mode
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or waited * 1000 >= self.options.busy_timeout:
+                if not is_busy(exc) or attempt == _WAL_SWITCH_ATTEMPTS - 1:
                     raise
-            time.sleep(delay)  # not a clock read: a wait, as SQLite's busy handler waits
-            waited += delay
-            delay = min(delay * 2, 0.05)
+            db.execute("BEGIN EXCLUSIVE")  # waits up to busy_timeout, or raises busy
+            db.execute("COMMIT")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _init_schema(self) -> None:
         db = self._writer_db
