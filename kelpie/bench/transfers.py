@@ -192,9 +192,19 @@ class TransferSides:
         """Debits started (each sends one credit once it commits)."""
         self.used = 0
         """Accounts ``t0..t{used-1}`` were touched."""
+        self._accounts: list[ActorId] = []
 
     def account(self, index: int) -> ActorId:
-        return ActorId(self.namespace, f"t{index}")
+        """Account ``t{index}``: one ``ActorId`` object per account, whichever side asks.
+
+        The runtime finds a mailbox by its id; an id equal to the one that
+        made the mailbox but another object costs an ``__eq__`` per lookup,
+        which one side would pay and the other not.
+        """
+        accounts = self._accounts
+        while len(accounts) <= index:
+            accounts.append(ActorId(self.namespace, f"t{len(accounts)}"))
+        return accounts[index]
 
     def plain(self, concurrency: int) -> list[Call]:
         """One client per account ``0..concurrency-1``, each depositing 1 (one commit)."""

@@ -34,6 +34,7 @@ from kelpie.dst.lease_watch import LeaseWatch
 from kelpie.dst.process import PROCESS, Process, RuntimeKind, RuntimeOptions
 from kelpie.dst.rng import SimRandom
 from kelpie.identity import ActorId
+from kelpie.storage.base import StorageBase
 from kelpie.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
@@ -150,9 +151,13 @@ class Cluster:
         self._started += 1
         number = self._started
         inner = sim.storage
+        # Which of the runtime's write paths this process takes (BufferingFaultyTransaction):
+        # its own stream, so the choice moves no other draw of the seed.
+        buffered = sim.random.stream("write-path").random() < 0.5
+        buffered = buffered and isinstance(inner, StorageBase)  # kelpie's own transactions
         if isinstance(inner, MemoryStorage):
             inner = inner.handle()
-        handle = FaultyStorage(inner, sim.injector, name=f"process {number}")
+        handle = FaultyStorage(inner, sim.injector, name=f"process {number}", buffered=buffered)
         topology = self.topology
         node_id = f"node{number}" if topology.leases else None
         options = RuntimeOptions(

@@ -78,6 +78,7 @@ from kelpie.errors import (
     TransactionConflictError,
 )
 from kelpie.identity import ActorId
+from kelpie.storage.base import BufferedTransaction, Writes, write_buffer
 from kelpie.storage.protocol import Storage, Transaction
 from kelpie.storage.wrapper import StorageWrapper, TransactionWrapper
 
@@ -417,6 +418,38 @@ class FaultyTransaction(TransactionWrapper):
             )
 
 
+class BufferingFaultyTransaction(FaultyTransaction):
+    """A ``FaultyTransaction`` that buffers writes as kelpie's own transactions do.
+
+    The runtime writes into a ``BufferedTransaction`` without a coroutine
+    (``buffer_set``, ``write_buffer``): no fault can strike there, none does
+    in production, and the commit carries them. A simulated process gets this
+    kind or the other (``FaultyStorage(buffered=...)``), so both of the
+    runtime's write paths run under faults.
+    """
+
+    _plain_writes = True
+
+    def buffer_set(self, key: bytes, value: bytes) -> None:
+        self._inner_buffered().buffer_set(key, value)
+        self._wrote = True
+
+    def buffer_delete(self, key: bytes) -> None:
+        self._inner_buffered().buffer_delete(key)
+        self._wrote = True
+
+    def _write_buffer(self) -> Writes | None:
+        writes = write_buffer(self.inner)
+        if writes is not None:
+            self._wrote = True  # asked for to write into it
+        return writes
+
+    def _inner_buffered(self) -> BufferedTransaction:
+        inner = self.inner
+        assert isinstance(inner, BufferedTransaction), "buffered=True needs kelpie's own store"
+        return inner
+
+
 class FaultyStorage(StorageWrapper):
     """A ``Storage`` that delegates to ``inner`` and injects ``injector``'s faults.
 
@@ -427,10 +460,20 @@ class FaultyStorage(StorageWrapper):
     ``inner``.
     """
 
-    def __init__(self, inner: Storage, injector: FaultInjector, *, name: str = "process") -> None:
+    def __init__(
+        self,
+        inner: Storage,
+        injector: FaultInjector,
+        *,
+        name: str = "process",
+        buffered: bool = False,
+    ) -> None:
         super().__init__(inner)
         self.injector = injector
         self.name = name
+        self.buffered = buffered
+        """Transactions buffer writes without a coroutine, as kelpie's own do
+        (``BufferingFaultyTransaction``; the inner store must be kelpie's own)."""
         self.severed = False
         self.held = False
         """Severed or paused: the ops' slow path."""
@@ -539,4 +582,5 @@ class FaultyStorage(StorageWrapper):
     def transaction(self, actor: ActorId) -> FaultyTransaction:
         if self.severed:
             raise _severed(self, "transaction", actor)
-        return FaultyTransaction(self, actor, self.inner.transaction(actor))
+        kind = BufferingFaultyTransaction if self.buffered else FaultyTransaction
+        return kind(self, actor, self.inner.transaction(actor))

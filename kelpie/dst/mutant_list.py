@@ -240,6 +240,38 @@ MUTANTS: tuple[Mutant, ...] = (
         workload="transfers",
     ),
     Mutant(
+        "no_dedup_when_riding",
+        "messaging/calls.py",
+        "        if seq <= mark:\n            continue  # applied already\n",
+        "",
+        "a message that rides a user's call (the common path, ADR 0020) is applied without "
+        "its high-water check: one handed over again after a crash or a lost outcome doubles",
+        "messaging",
+        workload="transfers",
+    ),
+    Mutant(
+        "riding_mark_not_written",
+        "messaging/calls.py",
+        "            writes[records.HIGH_WATER + sender_tag] = value\n",
+        "            pass\n",
+        "a message applied on the common path advances the mark only in the activation's "
+        "memory, not in the store: after a crash or a reload it is applied again",
+        "messaging",
+        workload="transfers",
+    ),
+    Mutant(
+        "outbox_entry_not_buffered",
+        "messaging/delivery.py",
+        "            if writes is not None and len(value) <= MAX_VALUE_BYTES:\n"
+        "                writes[key] = value\n",
+        "            if writes is not None and len(value) <= MAX_VALUE_BYTES:\n"
+        "                pass\n",
+        "a message sent through a buffering transaction (kelpie's own backends) is handed to "
+        "delivery but never stored in the sender's outbox: a crash before it lands loses it",
+        "messaging",
+        workload="transfers",
+    ),
+    Mutant(
         "combined_failure_settles",
         "runtime/mailbox.py",
         "        await inbox.deliver_alone(activation, batch)\n        if retryable:\n",

@@ -22,6 +22,7 @@ from kelpie.actor.context import ActorContext
 from kelpie.errors import UnknownOperationError
 from kelpie.messaging import records
 from kelpie.messaging.records import Message
+from kelpie.storage.base import write_buffer
 from kelpie.storage.protocol import Transaction
 
 __all__ = [
@@ -197,21 +198,44 @@ def deliver_together(batch: Sequence[Delivery]) -> Special:
 async def apply_together(
     actor: Actor[Any], ctx: ActorContext[Any], batch: Sequence[Delivery]
 ) -> None:
-    """``deliver_together``'s work in a transaction already running (a user's call's)."""
+    """``deliver_together``'s work in a transaction already running (a user's call's).
+
+    The common message -- its mark known to the activation, a handler of that
+    name, no attempt recorded, one of kelpie's own transactions -- is applied
+    here inline, exactly as ``_read_mark``, ``_next_after`` and ``_apply``
+    would apply it: this loop runs for every message.
+    """
     txn = ctx._txn
+    handlers = handlers_of(type(actor))
     for outcome in batch:
         message = outcome.message
         sender_tag = message.sender_tag
         mark = _known_mark(ctx, sender_tag)  # known: no coroutine to ask the store
         if mark is None:
             mark = await _read_mark(ctx, txn, message, sender_tag)
-        seq = message.seq  # _next_after, inline: this loop runs for every message
+        seq = message.seq
         if seq <= mark:
             continue  # applied already
         if seq > mark + 1:
             outcome.gap = _gap(message, mark)
             continue
-        await _apply(actor, ctx, txn, message, outcome, sender_tag)
+        operation = message.operation
+        if message.attempted or operation not in handlers:
+            await _apply(actor, ctx, txn, message, outcome, sender_tag)
+            continue
+        handler: Callable[..., Awaitable[Any]] = getattr(actor, operation)
+        outcome.result = await handler(ctx, message.fresh_payload())
+        # _set_mark, with the buffer looked up after the handler (it may have committed
+        # nothing, but it ran user code): the mark goes in this transaction's writes.
+        writes = write_buffer(txn)
+        value = seq.to_bytes(8, "big")
+        if writes is not None:
+            writes[records.HIGH_WATER + sender_tag] = value
+        else:
+            await txn.set(records.HIGH_WATER + sender_tag, value)
+        _note_mark(ctx, sender_tag, seq)
+        ctx.wrote = True
+        outcome.applied = True
 
 
 async def _apply(

@@ -35,7 +35,8 @@ from kelpie.messaging.attempts import Attempts, backoff, is_transient
 from kelpie.messaging.inbox import Arrival, Inboxes
 from kelpie.messaging.records import Message
 from kelpie.messaging.reentrancy import CURRENT
-from kelpie.storage.base import buffered_deleter, buffered_setter
+from kelpie.storage.base import write_buffer
+from kelpie.storage.limits import MAX_VALUE_BYTES
 from kelpie.storage.protocol import Storage, Transaction
 
 if TYPE_CHECKING:
@@ -142,16 +143,15 @@ class Messenger:
         # covers it until a sweep sees it empty, after this commit (ADR 0018).
         was_empty = not stored
         deleted: list[bytes] = []
+        writes = write_buffer(txn)  # kelpie's own: the keys below are well formed
         acked = self._acked.get(sender)
         if acked:
             deleted = sorted(acked & stored)
-            buffer_delete = buffered_deleter(txn)  # kelpie's own: no coroutine per write
             for key in deleted:
-                if buffer_delete is not None:
-                    buffer_delete(key)
+                if writes is not None:
+                    writes[key] = None
                 else:
                     await txn.delete(key)
-        buffer_set = buffered_setter(txn)
         counters: dict[bytes, int] = {}
         added: list[bytes] = []
         known = state.counters
@@ -166,20 +166,20 @@ class Messenger:
                     last = records.seq_of(raw, "outbox counter")
             seq = last + 1
             counters[target_tag] = seq
-            key = records.outbox_key(target_tag, seq)
+            key = records.OUTBOX + target_tag + seq.to_bytes(8, "big")  # outbox_key, inline
             message.seq, message.key, message.sender_tag = seq, key, state.tag
             payload_json = message.payload_json
             assert payload_json is not None  # ctx.send encoded it
             value = Message.pack(target, message.operation, payload_json)
-            if buffer_set is not None:
-                buffer_set(key, value)
+            if writes is not None and len(value) <= MAX_VALUE_BYTES:
+                writes[key] = value
             else:
-                await txn.set(key, value)
+                await txn.set(key, value)  # or raises ValueTooLargeError
             added.append(key)
         for target_tag, seq in counters.items():
-            key, value = records.counter_key(target_tag), records.seq_bytes(seq)
-            if buffer_set is not None:
-                buffer_set(key, value)
+            key, value = records.COUNTER + target_tag, seq.to_bytes(8, "big")
+            if writes is not None:
+                writes[key] = value
             else:
                 await txn.set(key, value)
         if was_empty and sends:
@@ -204,7 +204,25 @@ class Messenger:
                 acked.difference_update(deleted)
             if acked:
                 acked &= outbox
-        self._enqueue(sender, staged.messages, acked)
+        messages = staged.messages
+        if (
+            len(messages) == 1
+            and sender not in self._pending
+            and not (self._pumps and sender in self._pumps)
+            and not (self._failures and sender in self._failures)
+            and not self.closing
+        ):
+            # The common case, as _enqueue and _hand would do it: one new message (a
+            # fresh seq: not among the acked keys), nothing else of the sender's pending.
+            message = messages[0]
+            self.used = True
+            self._pending[sender] = {message.key: message}
+            try:
+                message.flight = self.inboxes.hand_over(message, self._on_landed)
+            except Exception as exc:  # nothing else in flight: the pump retries or reports it
+                self._start_pump(sender, [(message, exc)])
+            return
+        self._enqueue(sender, messages, acked)
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -292,8 +310,15 @@ class Messenger:
         acked = None
         if error is not None:
             self._failures.setdefault(sender, []).append((message, error))
-        else:
-            acked = self._delivered(sender, {} if pending is None else pending, message)
+        else:  # _delivered, inline: this runs for every message
+            key = message.key
+            if pending is not None:
+                pending.pop(key, None)
+            acked = self._acked.get(sender)
+            if acked is None:
+                acked = self._acked[sender] = {key}
+            else:
+                acked.add(key)
         if self._failures and sender in self._failures:
             if not self._in_flight(sender):  # the last in flight: the pump takes over
                 self._start_pump(sender, self._failures.pop(sender))
@@ -302,7 +327,8 @@ class Messenger:
             self._hand(sender, pending)
         elif pending is not None:
             del self._pending[sender]
-            self._cleanup_later(sender, acked)
+            if sender not in self._cleanups:  # else one is due already
+                self._cleanup_later(sender, acked)
 
     def _start_pump(self, sender: ActorId, failed: list[tuple[Message, Exception]]) -> None:
         task = asyncio.get_running_loop().create_task(

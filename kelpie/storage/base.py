@@ -32,6 +32,7 @@ __all__ = [
     "Writes",
     "buffered_deleter",
     "buffered_setter",
+    "write_buffer",
 ]
 
 Writes = dict[bytes, bytes | None]
@@ -154,6 +155,10 @@ class BufferedTransaction(abc.ABC):
             check_key(key)  # raises the right error (or accepts a bytes subclass)
         self._writes[key] = None
 
+    def _write_buffer(self) -> Writes | None:
+        """The buffer ``buffer_set`` writes to, while the transaction and storage are open."""
+        return self._writes if self._open and not self._storage._closed else None
+
     async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
         self._check_open()
         check_prefix(prefix)
@@ -215,6 +220,22 @@ def buffered_setter(txn: Any) -> Callable[[bytes, bytes], None] | None:
     inside it is not taken for that transaction.
     """
     return txn.buffer_set if getattr(type(txn), "_plain_writes", False) else None
+
+
+def write_buffer(txn: Any) -> Writes | None:
+    """The write buffer of an open transaction of kelpie's own, else ``None``.
+
+    For the runtime's own records (counters, marks, outbox entries), whose
+    keys it builds and whose values it bounds: it writes them into the buffer
+    directly, checked as ``buffer_set`` would only where a value's size
+    depends on a user (a message payload). A write there is exactly a
+    ``buffer_set``; ``None`` (a wrapper, one that overrides ``set``, a closed
+    transaction or storage) means ``await txn.set``.
+    """
+    if getattr(type(txn), "_plain_writes", False):
+        writes: Writes | None = txn._write_buffer()
+        return writes
+    return None
 
 
 def buffered_deleter(txn: Any) -> Callable[[bytes], None] | None:
