@@ -252,7 +252,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "riding_mark_not_written",
         "messaging/calls.py",
-        "            writes[records.HIGH_WATER + sender_tag] = value\n",
+        "            writes[records.high_water_key(sender_tag)] = value\n",
         "            pass\n",
         "a message applied on the common path advances the mark only in the activation's "
         "memory, not in the store: after a crash or a reload it is applied again",

@@ -230,9 +230,9 @@ async def apply_together(
         writes = write_buffer(txn)
         value = seq.to_bytes(8, "big")
         if writes is not None:
-            writes[records.HIGH_WATER + sender_tag] = value
+            writes[records.high_water_key(sender_tag)] = value
         else:
-            await txn.set(records.HIGH_WATER + sender_tag, value)
+            await txn.set(records.high_water_key(sender_tag), value)
         _note_mark(ctx, sender_tag, seq)
         ctx.wrote = True
         outcome.applied = True

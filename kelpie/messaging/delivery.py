@@ -177,7 +177,7 @@ class Messenger:
                 await txn.set(key, value)  # or raises ValueTooLargeError
             added.append(key)
         for target_tag, seq in counters.items():
-            key, value = records.COUNTER + target_tag, seq.to_bytes(8, "big")
+            key, value = records.counter_key(target_tag), seq.to_bytes(8, "big")
             if writes is not None:
                 writes[key] = value
             else:

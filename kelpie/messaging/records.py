@@ -117,12 +117,29 @@ def outbox_key(target_tag: bytes, seq: int) -> bytes:
     return OUTBOX + target_tag + seq_bytes(seq)
 
 
+_counter_keys: dict[bytes, bytes] = {}
+_high_water_keys: dict[bytes, bytes] = {}
+
+
 def counter_key(target_tag: bytes) -> bytes:
-    return COUNTER + target_tag
+    """``p`` + tag, one bytes object per tag (cached, see ``high_water_key``)."""
+    found = _counter_keys.get(target_tag)
+    if found is None:
+        found = _cached(_counter_keys, target_tag, COUNTER + target_tag)
+    return found
 
 
 def high_water_key(sender_tag: bytes) -> bytes:
-    return HIGH_WATER + sender_tag
+    """``h`` + tag, one bytes object per tag (cached).
+
+    Written on every message applied: the same object each time is found in
+    a store's or a transaction's dict by identity, its hash already known,
+    where a new one is hashed and compared byte by byte with the stored key.
+    """
+    found = _high_water_keys.get(sender_tag)
+    if found is None:
+        found = _cached(_high_water_keys, sender_tag, HIGH_WATER + sender_tag)
+    return found
 
 
 def failures_key(sender_tag: bytes) -> bytes:
