@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -133,13 +134,22 @@ class _TransferSlicer:
         await self.sides.runtime.invoke(source, "debit", to)
 
     def _calls(self) -> list[Call]:
+        """One call per client: a debit of its account to the next of its targets, in turn.
+
+        As lean as ``TransferSides.plain``'s calls: the bench's own bytecodes
+        count on one side only.
+        """
         sides = self.sides
+        invoke = sides.runtime.invoke
         calls: list[Call] = []
         for client in range(self.concurrency):
-            source, targets = sides.account(client), self._targets(client)
+            source, targets = sides.account(client), itertools.cycle(self._targets(client))
 
-            async def once(source: ActorId = source, targets: list[str] = targets) -> None:
-                await self._debit(source, targets[sides.sent % len(targets)])
+            async def once(
+                source: ActorId = source, next_target: Callable[[], str] = targets.__next__
+            ) -> None:
+                sides.sent += 1
+                await invoke(source, "debit", next_target())
 
             calls.append(once)
         return calls
