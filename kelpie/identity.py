@@ -43,7 +43,7 @@ class _Derived:
     _hash: int
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@dataclass(frozen=True, order=True, slots=True, init=False)
 class ActorId(_Derived):
     """An actor's identity: its type's ``namespace`` and its ``id`` within it.
 
@@ -54,24 +54,27 @@ class ActorId(_Derived):
     namespace: str
     id: str
 
-    def __post_init__(self) -> None:
-        namespace, ident = self.namespace, self.id
-        # The common case in one test: ASCII str parts have as many UTF-8 bytes
-        # as characters. Anything else gets every check and its named error.
+    def __init__(self, namespace: str, id: str) -> None:
+        # The dataclass's own __init__ and a __post_init__ in one: handlers build ids on
+        # every send. The common case in one test: ASCII str parts have as many UTF-8
+        # bytes as characters. Anything else gets every check and its named error.
         if not (
             type(namespace) is str
-            and type(ident) is str
+            and type(id) is str
             and 0 < len(namespace) <= MAX_ID_PART_BYTES
-            and 0 < len(ident) <= MAX_ID_PART_BYTES
+            and 0 < len(id) <= MAX_ID_PART_BYTES
             and namespace.isascii()
-            and ident.isascii()
+            and id.isascii()
         ):
             _checked_part("namespace", namespace)
-            _checked_part("id", ident)
+            _checked_part("id", id)
+        setter = object.__setattr__  # frozen: the slots are set past __setattr__
+        setter(self, "namespace", namespace)
+        setter(self, "id", id)
         # Ids are dict keys on every invocation's path: hash once. The encoding
         # waits for its first use (``encode``): most ids built by handlers are
         # only looked up.
-        object.__setattr__(self, "_hash", hash((namespace, ident)))
+        setter(self, "_hash", hash((namespace, id)))
 
     def __eq__(self, other: object) -> bool:
         # What the dataclass would generate, with the cheap checks first: ids are
