@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 from itertools import pairwise
 from pathlib import Path
@@ -9,8 +10,17 @@ from pathlib import Path
 import pytest
 
 from kelpie import ActorId, DestinationNotEmptyError, Storage, open_storage
-from kelpie.storage.copying import CONCURRENCY, copy_store, read_actor, verify_stores
+from kelpie.errors import CommitOutcomeUnknownError, StorageUnavailableError
+from kelpie.storage.copying import (
+    CONCURRENCY,
+    TRANSIENT_ATTEMPTS,
+    copy_store,
+    read_actor,
+    verify_stores,
+)
 from kelpie.storage.lifecycle import iter_actors
+from kelpie.storage.protocol import Transaction
+from kelpie.storage.wrapper import StorageWrapper, TransactionWrapper
 
 ALPHABET = "a/\x00\x01:{}%\u00e9\uffff\U0001f600 "
 
@@ -137,3 +147,77 @@ async def test_verify_names_every_kind_of_difference() -> None:
         assert found.identical == 8 and not found.ok
         one_way = await verify_stores(source, destination, sources_only=True)
         assert one_way.extra == [] and one_way.compared == 10
+
+
+class _Flaky(StorageWrapper):
+    """A store that is unavailable now and then: every ``every``-th listing page and
+    transaction fails before it reaches the store, and every ``every``-th commit fails
+    after it was applied (the caller cannot tell: ``CommitOutcomeUnknownError``)."""
+
+    def __init__(self, inner: Storage, every: int, per_call_site: int | None = 2) -> None:
+        super().__init__(inner)
+        self.every = every
+        self.per_call_site = per_call_site
+        """At most this many failures for one actor's transaction or one page (None:
+        no limit): the retries of one call never run out by bad luck."""
+        self.calls = 0
+        self.failures = 0
+        self._failed: collections.Counter[object] = collections.Counter()
+
+    def _fails(self, site: object) -> bool:
+        self.calls += 1
+        limit = self.per_call_site
+        if self.calls % self.every or (limit is not None and self._failed[site] >= limit):
+            return False
+        self._failed[site] += 1
+        self.failures += 1
+        return True
+
+    async def list_actors(
+        self, namespace: str | None = None, *, after: ActorId | None = None, limit: int = 1000
+    ) -> list[ActorId]:
+        if self._fails(("page", namespace, after)):
+            raise StorageUnavailableError("injected: connection dropped while listing")
+        return await super().list_actors(namespace, after=after, limit=limit)
+
+    def transaction(self, actor: ActorId) -> Transaction:
+        return _FlakyTransaction(self, actor, self.inner.transaction(actor))
+
+
+class _FlakyTransaction(TransactionWrapper):
+    def __init__(self, storage: _Flaky, actor: ActorId, inner: Transaction) -> None:
+        super().__init__(inner)
+        self.storage = storage
+        self.actor = actor
+
+    async def list_keys(self, prefix: bytes = b"") -> list[bytes]:
+        if self.storage._fails(("read", self.actor)):
+            raise StorageUnavailableError("injected: timeout reading")
+        return await super().list_keys(prefix)
+
+    async def commit(self) -> None:
+        await super().commit()
+        if self.storage._fails(("commit", self.actor)):
+            raise CommitOutcomeUnknownError("injected: applied, reply lost")
+
+
+async def test_a_copy_rides_out_a_store_unavailable_now_and_then() -> None:
+    actors = _hostile(7, 100)
+    source, destination = open_storage("memory://"), open_storage("memory://")
+    await _fill(source, actors)
+    flaky_source, flaky_destination = _Flaky(source, every=6), _Flaky(destination, every=6)
+    report = await copy_store(flaky_source, flaky_destination)
+    print(f"failures injected: source {flaky_source.failures}, dest {flaky_destination.failures}")
+    assert flaky_source.failures > 10 and flaky_destination.failures > 10
+    assert report.copied == len(actors) and report.ok
+    assert await _contents(destination) == actors
+
+
+async def test_a_store_that_stays_down_stops_the_copy_with_its_error() -> None:
+    source, destination = open_storage("memory://"), open_storage("memory://")
+    await _fill(source, _hostile(8, 5))
+    down = _Flaky(source, every=1, per_call_site=None)  # every call fails
+    with pytest.raises(StorageUnavailableError, match="injected"):
+        await copy_store(down, destination)
+    assert down.failures == TRANSIENT_ATTEMPTS  # the listing, tried that often
+    assert await _contents(destination) == {}

@@ -29,6 +29,13 @@ How it works:
   that one (ADR 0015). This assumes the destination holds only what the
   interrupted copy wrote; after a ``merge`` into a populated store, copy again
   with ``merge``.
+- A read, a write or a listing page that finds a store unavailable (a
+  dropped connection, a timeout: ``StorageUnavailableError``, or
+  ``CommitOutcomeUnknownError`` for a write, which is rewritten whole, so
+  writing it twice is writing it once) is tried again, up to
+  ``TRANSIENT_ATTEMPTS`` times over about 3 s, before the copy fails: a
+  long copy survives a server's hiccup; a store that stays down still stops
+  it, and ``resume`` continues it later.
 - The digest of an actor is SHA-256 over its records sorted by key, each key
   and value length-prefixed (4 bytes, big-endian), so no two record sets share
   a digest by concatenation. An actor with no records is absent.
@@ -48,9 +55,14 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from kelpie.errors import DestinationNotEmptyError, TransactionConflictError
+from kelpie.errors import (
+    CommitOutcomeUnknownError,
+    DestinationNotEmptyError,
+    StorageUnavailableError,
+    TransactionConflictError,
+)
 from kelpie.identity import ActorId
-from kelpie.storage.lifecycle import iter_actors, list_actors
+from kelpie.storage.lifecycle import DEFAULT_PAGE, iter_actors, list_actors
 from kelpie.storage.protocol import Storage
 
 __all__ = [
@@ -76,12 +88,29 @@ CONCURRENCY = 16
 """Actors read (or copied) at once."""
 
 
+TRANSIENT_ATTEMPTS = 6
+"""How often a read, write or listing page that found a store unavailable is tried,
+0.1 s, 0.2 s, ... 1.6 s apart (about 3 s in all)."""
+
+TRANSIENT = (StorageUnavailableError, CommitOutcomeUnknownError)
+"""What a store raises when it could not be reached (or did not answer) this time."""
+
+
+async def _after_transient(failures: int, error: Exception) -> None:
+    """Wait before try ``failures + 1``; re-raise ``error`` once the attempts are used up."""
+    if failures >= TRANSIENT_ATTEMPTS:
+        raise error
+    await asyncio.sleep(0.05 * 2**failures)
+
+
 async def read_actor(storage: Storage, actor: ActorId) -> Records:
     """Every ``(key, value)`` of ``actor``, sorted by key, from one committed version.
 
-    ``TransactionConflictError`` if the actor kept changing for ``READ_ATTEMPTS`` reads.
+    ``TransactionConflictError`` if the actor kept changing for ``READ_ATTEMPTS``
+    reads; a store unavailable ``TRANSIENT_ATTEMPTS`` times raises its error.
     """
-    for attempt in range(READ_ATTEMPTS):
+    conflicts = unavailable = 0
+    while True:
         try:
             async with storage.transaction(actor) as txn:
                 records: Records = []
@@ -92,10 +121,33 @@ async def read_actor(storage: Storage, actor: ActorId) -> Records:
                     records.append((key, value))
             return records  # leaving the block committed: the reads were one version
         except TransactionConflictError:
-            await asyncio.sleep(min(0.001 * 2**attempt, 0.2))
-    raise TransactionConflictError(
-        f"actor {actor} kept changing while being read ({READ_ATTEMPTS} attempts)"
-    )
+            conflicts += 1
+            if conflicts >= READ_ATTEMPTS:
+                raise TransactionConflictError(
+                    f"actor {actor} kept changing while being read ({READ_ATTEMPTS} attempts)"
+                ) from None
+            await asyncio.sleep(min(0.001 * 2 ** (conflicts - 1), 0.2))
+        except TRANSIENT as exc:
+            unavailable += 1
+            await _after_transient(unavailable, exc)
+
+
+async def _listed(
+    storage: Storage, namespace: str | None, after: ActorId | None = None, page: int = DEFAULT_PAGE
+) -> AsyncIterator[ActorId]:
+    """``iter_actors``, where a page that found the store unavailable is listed again
+    (after the last actor yielded)."""
+    unavailable = 0
+    while True:
+        try:
+            async for actor in iter_actors(storage, namespace, after=after, page=page):
+                yield actor
+                after = actor
+                unavailable = 0
+            return
+        except TRANSIENT as exc:
+            unavailable += 1
+            await _after_transient(unavailable, exc)
 
 
 def digest(records: Records) -> str:
@@ -209,9 +261,9 @@ async def verify_stores(
     """Compare every actor of ``source`` (and, unless ``sources_only``, of ``destination``)
     by digest; ``on_actor`` is called after each one (progress)."""
     result = Comparison()
-    actors = iter_actors(source, namespace)
+    actors = _listed(source, namespace)
     if not sources_only:
-        actors = _union(actors, iter_actors(destination, namespace))
+        actors = _union(actors, _listed(destination, namespace))
 
     async def one(actor: ActorId) -> None:
         ours, theirs = await asyncio.gather(
@@ -246,7 +298,8 @@ async def copy_actor(
     records = await read_actor(source, actor)
     if not records:
         return False  # deleted since it was listed
-    for _ in range(READ_ATTEMPTS):
+    conflicts = unavailable = 0
+    while True:
         try:
             async with destination.transaction(actor) as txn:
                 if replace:
@@ -258,14 +311,20 @@ async def copy_actor(
                     await txn.set(key, value)
             return True
         except TransactionConflictError:
-            continue  # someone wrote the destination actor meanwhile: replace again
-    raise TransactionConflictError(f"actor {actor} kept changing in the destination")
+            conflicts += 1  # someone wrote the destination actor meanwhile: replace again
+            if conflicts >= READ_ATTEMPTS:
+                raise TransactionConflictError(
+                    f"actor {actor} kept changing in the destination"
+                ) from None
+        except TRANSIENT as exc:  # applied or not: writing the same records again is the same
+            unavailable += 1
+            await _after_transient(unavailable, exc)
 
 
 async def resume_point(destination: Storage, namespace: str | None) -> ActorId | None:
     """The actor after which an interrupted copy into ``destination`` restarts (module doc)."""
     last: collections.deque[ActorId] = collections.deque(maxlen=CONCURRENCY)
-    async for actor in iter_actors(destination, namespace, page=10_000):
+    async for actor in _listed(destination, namespace, page=10_000):
         last.append(actor)
     if len(last) < CONCURRENCY:
         return None
@@ -310,7 +369,7 @@ async def copy_store(
         if on_actor is not None:
             on_actor()
 
-    await in_windows(iter_actors(source, namespace, after=after), one)
+    await in_windows(_listed(source, namespace, after), one)
     verification = None
     if verify:
         verification = await verify_stores(source, destination, namespace, sources_only=True)
