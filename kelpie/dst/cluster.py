@@ -155,6 +155,7 @@ class Cluster:
         # its own stream, so the choice moves no other draw of the seed.
         buffered = sim.random.stream("write-path").random() < 0.5
         buffered = buffered and isinstance(inner, StorageBase)  # kelpie's own transactions
+        sim.count(coverage.BUFFERED_WRITES if buffered else coverage.COROUTINE_WRITES)
         if isinstance(inner, MemoryStorage):
             inner = inner.handle()
         handle = FaultyStorage(inner, sim.injector, name=f"process {number}", buffered=buffered)

@@ -13,8 +13,10 @@ from typing import Final
 
 __all__ = [
     "ATTEMPT_TIMEOUT",
+    "BUFFERED_WRITES",
     "CHAOS_DEACTIVATION",
     "CONFLICT",
+    "COROUTINE_WRITES",
     "GAVE_UP_WINDOW",
     "HANDLER_REJECTION",
     "HISTORY_EXHAUSTED",
@@ -55,6 +57,10 @@ ZOMBIE_REJECTED: Final = "zombie_rejected"
 ATTEMPT_TIMEOUT: Final = "attempt_timeout"
 """A client stopped waiting for a paused process and moved on."""
 CHAOS_DEACTIVATION: Final = "chaos_deactivation"
+BUFFERED_WRITES: Final = "buffered_writes"
+"""A process started whose transactions buffer writes as kelpie's own do (ADR 0023)."""
+COROUTINE_WRITES: Final = "coroutine_writes"
+"""A process started whose transactions take every write through ``await txn.set``."""
 IDLE_EVICTION: Final = "idle_eviction"
 """An activation ended that nobody asked to deactivate (the runtime's idle sweep)."""
 IDEMPOTENCY_EVICTION: Final = "idempotency_eviction"
