@@ -14,7 +14,12 @@ from kelpie.errors import (
     TransactionClosedError,
     ValueTooLargeError,
 )
-from kelpie.storage.base import BufferedTransaction, buffered_deleter, buffered_setter
+from kelpie.storage.base import (
+    BufferedTransaction,
+    buffered_deleter,
+    buffered_setter,
+    write_buffer,
+)
 from kelpie.storage.limits import MAX_VALUE_BYTES
 from kelpie.storage.wrapper import StorageWrapper
 
@@ -126,3 +131,19 @@ async def test_only_a_transaction_whose_writes_only_buffer_gets_the_fast_path() 
         await txn.abort()
     assert _LoggedDeletes._plain_writes is False  # a subclass that overrides delete
     assert buffered_deleter(object()) is None
+
+
+async def test_write_buffer_is_the_open_buffer_of_kelpie_s_own_transactions_only() -> None:
+    async with open_storage("memory://") as storage:
+        txn = storage.transaction(ACTOR)
+        writes = write_buffer(txn)
+        assert writes is not None and writes == {}
+        writes[b"k"] = b"v"  # what the runtime does with its own records
+        assert await txn.get(b"k") == b"v"  # read-your-writes, as after buffer_set
+        assert write_buffer(_Forwarding(txn)) is None
+        assert write_buffer(object()) is None
+        await txn.commit()
+        assert await storage.get(ACTOR, b"k") == b"v"  # the commit carried it
+        assert write_buffer(txn) is None  # committed: writes go through set, which raises
+        other = storage.transaction(ACTOR)
+    assert write_buffer(other) is None  # the storage is closed

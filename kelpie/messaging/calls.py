@@ -225,8 +225,8 @@ async def apply_together(
             continue
         handler: Callable[..., Awaitable[Any]] = getattr(actor, operation)
         outcome.result = await handler(ctx, message.fresh_payload())
-        # _set_mark, with the buffer looked up after the handler (it may have committed
-        # nothing, but it ran user code): the mark goes in this transaction's writes.
+        # _set_mark, inline; the buffer is asked for after the handler ran (user code
+        # may have closed the storage meanwhile: then txn.set raises the named error).
         writes = write_buffer(txn)
         value = seq.to_bytes(8, "big")
         if writes is not None:
