@@ -373,3 +373,22 @@ def test_the_benchmark_script_runs_the_same_bench() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len(_table(result.stdout, {"memory"})) == 1
+
+
+def test_the_transfer_summary_gives_the_spread_of_the_rounds_ratios() -> None:
+    from kelpie.bench.transfers import TransferRow, transfer_summary_lines
+
+    plain = Sample(done=300, elapsed=3.0, rates=[100.0, 50.0, 150.0])
+    transfers = Sample(done=120, elapsed=3.0, rates=[40.0, 30.0, 45.0])
+    row = TransferRow("memory", 64, plain, transfers)
+    assert row.ratio == pytest.approx(0.4)  # pooled: 40/s over 100/s
+    assert row.slice_ratios == pytest.approx([0.4, 0.6, 0.3])
+    (line,) = transfer_summary_lines([row])
+    assert line == (
+        "memory: transfers/s / inv/s: 0.40x at 64 "
+        "(issue 16 target >= 0.4x at 64: met; its 3 slices 0.30-0.60)"
+    )
+    one = TransferRow("memory", 1, Sample(10, 1.0, rates=[10.0]), Sample(3, 1.0, rates=[3.0]))
+    assert transfer_summary_lines([one]) == [
+        "memory: transfers/s / inv/s: 0.30x at 1 (issue 16 target >= 0.4x at 1: missed)"
+    ]

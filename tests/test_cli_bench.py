@@ -174,6 +174,7 @@ def test_transfers_workload_prints_transfers_against_invocations_and_leaves_noth
         assert ratio == pytest.approx(transfers / plain, abs=0.01)
     summary = [line for line in lines if line.startswith("lmdb: transfers/s / inv/s: ")]
     assert len(summary) == 1 and "issue 16 target >= 0.4x at 3: " in summary[0], lines
+    assert "; its 2 slices " in summary[0], summary  # the spread of the two rounds' ratios
     assert "the messaging index entries naming them" in result.stdout
     assert "kelpie bench: 4/4 figures (memory, 3 actors done)" in result.stderr
     listed = _kelpie("actors", lmdb, "--json")

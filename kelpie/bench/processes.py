@@ -107,6 +107,8 @@ class ProcessFigure:
             elapsed = max(elapsed, spent)
             self._side.note_stats(index, stats)
         into.elapsed += elapsed
+        slice_done = sum(answer[0] for answer in answers)
+        into.rates.append(slice_done / elapsed if elapsed > 0 else 0.0)
 
 
 def _serve(url: str, namespace: str, tag: str, pipe: Connection) -> None:

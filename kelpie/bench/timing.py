@@ -40,6 +40,8 @@ class Sample:
     done: int = 0
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+    """Each slice's invocations per second, in the order the slices ran."""
 
     @property
     def rate(self) -> float:
@@ -87,8 +89,10 @@ async def run_slice(calls: Sequence[Call], seconds: float, into: Sample) -> None
             now = end
 
     await asyncio.gather(*(loop(call) for call in calls))
+    elapsed = perf_counter() - started
     into.done += done
-    into.elapsed += perf_counter() - started
+    into.elapsed += elapsed
+    into.rates.append(done / elapsed if elapsed > 0 else 0.0)
 
 
 async def warm_up(side: Side) -> None:
