@@ -101,13 +101,14 @@ class ProcessFigure:
             [("slice", actors, self._keys, seconds) for actors in self._shares]
         )
         elapsed = 0.0
+        slice_done = 0
         for index, (done, spent, latencies, stats) in enumerate(answers):
-            into.done += done
+            slice_done += done
             into.latencies.extend(latencies)
             elapsed = max(elapsed, spent)
             self._side.note_stats(index, stats)
+        into.done += slice_done
         into.elapsed += elapsed
-        slice_done = sum(answer[0] for answer in answers)
         into.rates.append(slice_done / elapsed if elapsed > 0 else 0.0)
 
 

@@ -252,10 +252,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "riding_mark_not_written",
         "messaging/calls.py",
-        "            writes[records.high_water_key(sender_tag)] = value\n",
-        "            pass\n",
-        "a message applied on the common path advances the mark only in the activation's "
-        "memory, not in the store: after a crash or a reload it is applied again",
+        "    writes[records.high_water_key(sender_tag)] = records.seq_bytes(seq)\n",
+        "    pass\n",
+        "a message applied through a buffering transaction (kelpie's own backends) advances "
+        "the mark only in the activation's memory, not in the store: after a crash or a "
+        "reload it is applied again",
         "messaging",
         workload="transfers",
     ),

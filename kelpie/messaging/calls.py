@@ -138,13 +138,20 @@ def _note_mark(ctx: ActorContext[Any], sender_tag: bytes, mark: int) -> None:
 
 
 async def _set_mark(ctx: ActorContext[Any], txn: Transaction, sender_tag: bytes, seq: int) -> None:
-    key, value = records.high_water_key(sender_tag), records.seq_bytes(seq)
-    buffer_set = ctx._buffer_set  # kelpie's own transactions buffer without a coroutine
-    if buffer_set is not None:
-        buffer_set(key, value)
-    else:
-        await txn.set(key, value)
+    if not _mark_buffered(ctx, txn, sender_tag, seq):
+        await txn.set(records.high_water_key(sender_tag), records.seq_bytes(seq))
+        _note_mark(ctx, sender_tag, seq)
+
+
+def _mark_buffered(ctx: ActorContext[Any], txn: Transaction, sender_tag: bytes, seq: int) -> bool:
+    """``_set_mark`` without a coroutine, into one of kelpie's own transactions; False if
+    ``txn`` is another kind (or closed): then ``await txn.set`` it."""
+    writes = write_buffer(txn)
+    if writes is None:
+        return False
+    writes[records.high_water_key(sender_tag)] = records.seq_bytes(seq)
     _note_mark(ctx, sender_tag, seq)
+    return True
 
 
 async def _high_water(
@@ -225,15 +232,8 @@ async def apply_together(
             continue
         handler: Callable[..., Awaitable[Any]] = getattr(actor, operation)
         outcome.result = await handler(ctx, message.fresh_payload())
-        # _set_mark, inline; the buffer is asked for after the handler ran (user code
-        # may have closed the storage meanwhile: then txn.set raises the named error).
-        writes = write_buffer(txn)
-        value = seq.to_bytes(8, "big")
-        if writes is not None:
-            writes[records.high_water_key(sender_tag)] = value
-        else:
-            await txn.set(records.high_water_key(sender_tag), value)
-        _note_mark(ctx, sender_tag, seq)
+        if not _mark_buffered(ctx, txn, sender_tag, seq):
+            await _set_mark(ctx, txn, sender_tag, seq)
         ctx.wrote = True
         outcome.applied = True
 

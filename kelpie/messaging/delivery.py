@@ -166,7 +166,7 @@ class Messenger:
                     last = records.seq_of(raw, "outbox counter")
             seq = last + 1
             counters[target_tag] = seq
-            key = records.OUTBOX + target_tag + seq.to_bytes(8, "big")  # outbox_key, inline
+            key = records.outbox_key(target_tag, seq)
             message.seq, message.key, message.sender_tag = seq, key, state.tag
             payload_json = message.payload_json
             assert payload_json is not None  # ctx.send encoded it
@@ -177,7 +177,7 @@ class Messenger:
                 await txn.set(key, value)  # or raises ValueTooLargeError
             added.append(key)
         for target_tag, seq in counters.items():
-            key, value = records.counter_key(target_tag), seq.to_bytes(8, "big")
+            key, value = records.counter_key(target_tag), records.seq_bytes(seq)
             if writes is not None:
                 writes[key] = value
             else:
@@ -310,15 +310,8 @@ class Messenger:
         acked = None
         if error is not None:
             self._failures.setdefault(sender, []).append((message, error))
-        else:  # _delivered, inline: this runs for every message
-            key = message.key
-            if pending is not None:
-                pending.pop(key, None)
-            acked = self._acked.get(sender)
-            if acked is None:
-                acked = self._acked[sender] = {key}
-            else:
-                acked.add(key)
+        else:
+            acked = self._delivered(sender, {} if pending is None else pending, message)
         if self._failures and sender in self._failures:
             if not self._in_flight(sender):  # the last in flight: the pump takes over
                 self._start_pump(sender, self._failures.pop(sender))
@@ -327,8 +320,7 @@ class Messenger:
             self._hand(sender, pending)
         elif pending is not None:
             del self._pending[sender]
-            if sender not in self._cleanups:  # else one is due already
-                self._cleanup_later(sender, acked)
+            self._cleanup_later(sender, acked)
 
     def _start_pump(self, sender: ActorId, failed: list[tuple[Message, Exception]]) -> None:
         task = asyncio.get_running_loop().create_task(

@@ -97,19 +97,13 @@ class Services:
 
     async def stage(
         self, effects: Effects, txn: Transaction, actor_id: ActorId, version: int
-    ) -> Staged | StagedSends:
-        """Write ``effects`` into ``txn`` (the commit of version ``version``).
-
-        Sends alone (the common case) come back as the messenger's
-        ``StagedSends`` itself: no wrapper object per commit.
-        """
+    ) -> Staged:
+        """Write ``effects`` into ``txn`` (the commit of version ``version``)."""
         sends = (
             await self.messenger.stage(actor_id, effects.sends, txn, version)
             if effects.sends
             else None
         )
-        if not effects.reminders and sends is not None:
-            return sends
         staged_reminders = (
             await reminders.stage(self, actor_id, effects.reminders, txn)
             if effects.reminders
@@ -117,18 +111,13 @@ class Services:
         )
         return Staged(sends, staged_reminders)
 
-    def committed(self, staged: Staged | StagedSends) -> None:
-        if type(staged) is StagedSends:
-            self.messenger.committed(staged)
-        else:
-            assert isinstance(staged, Staged)
-            if staged.sends is not None:
-                self.messenger.committed(staged.sends)
-            if staged.reminders is not None:
-                for due in staged.reminders.dues:
-                    self.wake_at(due)
-        if self._task is None:
-            self.start()
+    def committed(self, staged: Staged) -> None:
+        if staged.sends is not None:
+            self.messenger.committed(staged.sends)
+        if staged.reminders is not None:
+            for due in staged.reminders.dues:
+                self.wake_at(due)
+        self.start()
 
     # -- for the messenger and the reminders ------------------------------------------
 

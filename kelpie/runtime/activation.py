@@ -40,7 +40,6 @@ from kelpie.storage.protocol import Storage, Transaction
 
 if TYPE_CHECKING:
     from kelpie.messaging.calls import Special
-    from kelpie.messaging.delivery import StagedSends
     from kelpie.messaging.service import Services, Staged
 
 __all__ = ["IDEMPOTENCY_WINDOW", "Activation"]
@@ -306,7 +305,7 @@ class Activation:
                 await txn.set(slot, record_key)
                 await txn.set(record_key, idempotency.pack(result_bytes))
                 count += 1
-            staged: Staged | StagedSends | None = None
+            staged: Staged | None = None
             if effects is not None:
                 if self.services is None:
                     raise RuntimeError("ctx.send and reminders need a kelpie Runtime")

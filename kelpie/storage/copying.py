@@ -54,6 +54,7 @@ import collections
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kelpie.errors import (
     CommitOutcomeUnknownError,
@@ -88,6 +89,8 @@ CONCURRENCY = 16
 """Actors read (or copied) at once."""
 
 
+T = TypeVar("T")
+
 TRANSIENT_ATTEMPTS = 6
 """How often a read, write or listing page that found a store unavailable is tried,
 0.1 s, 0.2 s, ... 1.6 s apart (about 3 s in all)."""
@@ -103,33 +106,48 @@ async def _after_transient(failures: int, error: Exception) -> None:
     await asyncio.sleep(0.05 * 2**failures)
 
 
+async def _retried(once: Callable[[], Awaitable[T]], changing: str, *, pause: bool) -> T:
+    """``once()``, tried again after a conflict or an unavailable store.
+
+    A conflict is tried again up to ``READ_ATTEMPTS`` times, then
+    ``TransactionConflictError(changing)``; with ``pause`` after a short wait
+    (a reader lets the writer finish). An unavailable store is tried again
+    up to ``TRANSIENT_ATTEMPTS`` times, then its error is raised.
+    """
+    conflicts = unavailable = 0
+    while True:
+        try:
+            return await once()
+        except TransactionConflictError:
+            conflicts += 1
+            if conflicts >= READ_ATTEMPTS:
+                raise TransactionConflictError(changing) from None
+            if pause:
+                await asyncio.sleep(min(0.001 * 2 ** (conflicts - 1), 0.2))
+        except TRANSIENT as exc:
+            unavailable += 1
+            await _after_transient(unavailable, exc)
+
+
 async def read_actor(storage: Storage, actor: ActorId) -> Records:
     """Every ``(key, value)`` of ``actor``, sorted by key, from one committed version.
 
     ``TransactionConflictError`` if the actor kept changing for ``READ_ATTEMPTS``
     reads; a store unavailable ``TRANSIENT_ATTEMPTS`` times raises its error.
     """
-    conflicts = unavailable = 0
-    while True:
-        try:
-            async with storage.transaction(actor) as txn:
-                records: Records = []
-                for key in await txn.list_keys():
-                    value = await txn.get(key)
-                    if value is None:  # cannot happen within one version; read again
-                        raise TransactionConflictError(f"key {key!r} vanished mid-read")
-                    records.append((key, value))
-            return records  # leaving the block committed: the reads were one version
-        except TransactionConflictError:
-            conflicts += 1
-            if conflicts >= READ_ATTEMPTS:
-                raise TransactionConflictError(
-                    f"actor {actor} kept changing while being read ({READ_ATTEMPTS} attempts)"
-                ) from None
-            await asyncio.sleep(min(0.001 * 2 ** (conflicts - 1), 0.2))
-        except TRANSIENT as exc:
-            unavailable += 1
-            await _after_transient(unavailable, exc)
+
+    async def once() -> Records:
+        async with storage.transaction(actor) as txn:
+            records: Records = []
+            for key in await txn.list_keys():
+                value = await txn.get(key)
+                if value is None:  # cannot happen within one version; read again
+                    raise TransactionConflictError(f"key {key!r} vanished mid-read")
+                records.append((key, value))
+        return records  # leaving the block committed: the reads were one version
+
+    changing = f"actor {actor} kept changing while being read ({READ_ATTEMPTS} attempts)"
+    return await _retried(once, changing, pause=True)
 
 
 async def _listed(
@@ -298,27 +316,21 @@ async def copy_actor(
     records = await read_actor(source, actor)
     if not records:
         return False  # deleted since it was listed
-    conflicts = unavailable = 0
-    while True:
-        try:
-            async with destination.transaction(actor) as txn:
-                if replace:
-                    wanted = {key for key, _ in records}
-                    for key in await txn.list_keys():
-                        if key not in wanted:
-                            await txn.delete(key)
-                for key, value in records:
-                    await txn.set(key, value)
-            return True
-        except TransactionConflictError:
-            conflicts += 1  # someone wrote the destination actor meanwhile: replace again
-            if conflicts >= READ_ATTEMPTS:
-                raise TransactionConflictError(
-                    f"actor {actor} kept changing in the destination"
-                ) from None
-        except TRANSIENT as exc:  # applied or not: writing the same records again is the same
-            unavailable += 1
-            await _after_transient(unavailable, exc)
+
+    async def once() -> bool:
+        # A conflict (someone wrote the destination actor meanwhile) replaces it again;
+        # after an unknown outcome, applied or not, writing the same records is the same.
+        async with destination.transaction(actor) as txn:
+            if replace:
+                wanted = {key for key, _ in records}
+                for key in await txn.list_keys():
+                    if key not in wanted:
+                        await txn.delete(key)
+            for key, value in records:
+                await txn.set(key, value)
+        return True
+
+    return await _retried(once, f"actor {actor} kept changing in the destination", pause=False)
 
 
 async def resume_point(destination: Storage, namespace: str | None) -> ActorId | None:
